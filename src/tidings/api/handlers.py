@@ -1,0 +1,449 @@
+"""The server HTTP API (PROTOCOL.md §7): ``POST /api/<method>``, ``/api`` (legacy) and batch.
+
+Also usable in-process: ``await api.call("publish", {"channel": ..., "data": ...})`` returns
+the same ``{"result": ...}`` / ``{"error": ...}`` object the HTTP endpoint would.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from tidings.core.node import Node
+from tidings.errors import Disconnect, ErrorCode, ReplyError
+from tidings.protocol import codec
+from tidings.protocol.messages import (
+    EMPTY_RAW,
+    ClientInfo,
+    Publication,
+    Raw,
+    StreamPosition,
+    SubscribeRequest,
+)
+from tidings.protocol.session import SubscribeDecision
+
+__all__ = ["ApiHandler"]
+
+log = logging.getLogger("tidings.api")
+
+_json = msgspec.json.Encoder()
+
+T = TypeVar("T")
+
+
+class _Req(msgspec.Struct, kw_only=True):
+    pass
+
+
+class PublishReq(_Req):
+    channel: str = ""
+    data: Raw = EMPTY_RAW
+    b64data: str = ""
+    skip_history: bool = False
+    tags: dict[str, str] | None = None
+    idempotency_key: str = ""
+    delta: bool = False
+
+
+class BroadcastReq(_Req):
+    channels: list[str] = msgspec.field(default_factory=list)
+    data: Raw = EMPTY_RAW
+    b64data: str = ""
+    skip_history: bool = False
+    tags: dict[str, str] | None = None
+    idempotency_key: str = ""
+    delta: bool = False
+
+
+class DisconnectObj(_Req):
+    code: int = 0
+    reason: str = ""
+
+
+class SubscribeReq(_Req):
+    user: str = ""
+    channel: str = ""
+    info: Raw = EMPTY_RAW
+    b64info: str = ""
+    client: str = ""
+    session: str = ""
+    data: Raw = EMPTY_RAW
+    b64data: str = ""
+    recover_since: StreamPosition | None = None
+    expire_at: int = 0
+
+
+class UnsubscribeReq(_Req):
+    user: str = ""
+    channel: str = ""
+    client: str = ""
+    session: str = ""
+
+
+class DisconnectReq(_Req):
+    user: str = ""
+    client: str = ""
+    session: str = ""
+    whitelist: list[str] = msgspec.field(default_factory=list)
+    disconnect: DisconnectObj | None = None
+
+
+class RefreshReq(_Req):
+    user: str = ""
+    client: str = ""
+    session: str = ""
+    expired: bool = False
+    expire_at: int = 0
+
+
+class ChannelReq(_Req):
+    channel: str = ""
+
+
+class HistoryReq(_Req):
+    channel: str = ""
+    limit: int = 0
+    since: StreamPosition | None = None
+    reverse: bool = False
+
+
+class ChannelsReq(_Req):
+    pattern: str = ""
+
+
+class RpcReq(_Req):
+    method: str = ""
+    params: Raw = EMPTY_RAW
+
+
+class BatchReq(_Req):
+    commands: list[dict[str, Raw]] = msgspec.field(default_factory=list)
+    parallel: bool = False
+
+
+class LegacyCommand(_Req):
+    method: str | int = ""
+    params: Raw = EMPTY_RAW
+    id: int | str | None = None
+
+
+_LEGACY_METHODS = (
+    "publish", "broadcast", "unsubscribe", "disconnect", "presence", "presence_stats",
+    "history", "history_remove", "channels", "info", "rpc", "subscribe", "refresh",
+)
+_TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ErrorCode.BAD_REQUEST from None
+
+
+def _json_data(data: Raw, b64data: str) -> bytes:
+    """The publication payload: raw JSON, or base64 that must hold JSON for JSON clients."""
+    raw = bytes(data)
+    if not raw and b64data:
+        raw = _b64(b64data)
+        if not codec.is_json(raw):
+            # Binary payloads need the Protobuf protocol, which Tidings does not serve yet.
+            raise ReplyError(107, "bad request: b64data must hold JSON")
+    return codec.strip_newlines(raw)
+
+
+Handler = Callable[[bytes], Awaitable[Any]]
+
+
+class ApiHandler:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._methods: dict[str, Handler] = {
+            "publish": self.publish,
+            "broadcast": self.broadcast,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "disconnect": self.disconnect,
+            "refresh": self.refresh,
+            "presence": self.presence,
+            "presence_stats": self.presence_stats,
+            "history": self.history,
+            "history_remove": self.history_remove,
+            "channels": self.channels,
+            "info": self.info,
+            "rpc": self.rpc,
+        }
+
+    # ---------------------------------------------------------------- HTTP entry points
+
+    def authorized(self, headers: Mapping[str, str], query: Mapping[str, list[str]]) -> bool:
+        key = self.node.config.http_api.key
+        if not key:
+            return False
+        given = headers.get("x-api-key")
+        if given is None:
+            auth = headers.get("authorization", "")
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() == "apikey":
+                given = value.strip()
+        if given is None:
+            values = query.get("api_key")
+            given = values[0] if values else None
+        return given is not None and hmac.compare_digest(given.encode(), key.encode())
+
+    async def handle_http(
+        self, method: str, body: bytes, *, transport_errors: bool = False
+    ) -> tuple[int, bytes]:
+        """Returns (HTTP status, JSON body)."""
+        if not method:
+            return await self._legacy(body)
+        if method == "batch":
+            try:
+                batch = msgspec.json.decode(body or b"{}", type=BatchReq)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return 400, b"Bad Request"
+            return 200, _json.encode(await self._batch(batch))
+        if not self._valid_json(body):
+            return 400, b"Bad Request"
+        handler = self._methods.get(method)
+        if handler is None:
+            err: ReplyError = ErrorCode.METHOD_NOT_FOUND
+            return self._error_response(err, transport_errors)
+        try:
+            result = await handler(body or b"{}")
+        except ReplyError as exc:
+            return self._error_response(exc, transport_errors)
+        return 200, _json.encode({"result": result})
+
+    @staticmethod
+    def _valid_json(body: bytes) -> bool:
+        return not body.strip() or codec.is_json(body)
+
+    @staticmethod
+    def _error_response(err: ReplyError, transport_errors: bool) -> tuple[int, bytes]:
+        error = {"code": err.code, "message": err.message}
+        if transport_errors:
+            return _TRANSPORT_STATUS.get(err.code, 400), _json.encode(error)
+        return 200, _json.encode({"error": error})
+
+    async def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """In-process API call; returns ``{"result": ...}`` or ``{"error": ...}``."""
+        handler = self._methods.get(method)
+        if handler is None:
+            return {"error": {"code": 104, "message": "method not found"}}
+        try:
+            return {"result": await handler(_json.encode(params))}
+        except ReplyError as exc:
+            return {"error": {"code": exc.code, "message": exc.message}}
+
+    async def _run(self, method: str, params: bytes) -> dict[str, Any]:
+        handler = self._methods.get(method)
+        if handler is None:
+            return {"error": {"code": 104, "message": "method not found"}}
+        try:
+            return {"result": await handler(params or b"{}")}
+        except ReplyError as exc:
+            return {"error": {"code": exc.code, "message": exc.message}}
+
+    async def _batch(self, batch: BatchReq) -> dict[str, Any]:
+        replies: list[dict[str, Any]] = []
+        for command in batch.commands:
+            if len(command) != 1:
+                replies.append({"error": {"code": 107, "message": "bad request"}})
+                continue
+            ((method, params),) = command.items()
+            out = await self._run(method, bytes(params))
+            replies.append({method: out["result"]} if "result" in out else out)
+        return {"replies": replies}
+
+    async def _legacy(self, body: bytes) -> tuple[int, bytes]:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        try:
+            commands = [msgspec.json.decode(line, type=LegacyCommand) for line in lines]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 400, b"Bad Request"
+        out: list[bytes] = []
+        for cmd in commands:
+            if isinstance(cmd.method, int):
+                name = _LEGACY_METHODS[cmd.method] if 0 <= cmd.method < 13 else ""
+            else:
+                name = cmd.method.lower()
+            reply = await self._run(name, bytes(cmd.params))
+            if cmd.id is not None:
+                reply = {"id": cmd.id, **reply}
+            out.append(_json.encode(reply))
+        return 200, b"\n".join(out)
+
+    # ---------------------------------------------------------------- methods
+
+    @staticmethod
+    def _decode(body: bytes, tp: type[T]) -> T:
+        try:
+            return msgspec.json.decode(body, type=tp)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ReplyError(107, f"bad request: {exc}") from None
+
+    async def _publish_one(
+        self, channel: str, data: bytes, req: PublishReq | BroadcastReq
+    ) -> dict[str, Any]:
+        opts = self.node.rules.options(channel)
+        if not data and opts.publication_data_format != "binary":
+            raise ErrorCode.BAD_REQUEST
+        pub = Publication(data=Raw(data), tags=req.tags or None)
+        position = await self.node.publish(
+            channel, pub, opts, skip_history=req.skip_history,
+            idempotency_key=req.idempotency_key,
+        )
+        result: dict[str, Any] = {}
+        if position.offset:
+            result["offset"] = position.offset
+        if position.epoch:
+            result["epoch"] = position.epoch
+        return result
+
+    async def publish(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, PublishReq)
+        if not req.channel:
+            raise ErrorCode.BAD_REQUEST
+        return await self._publish_one(req.channel, _json_data(req.data, req.b64data), req)
+
+    async def broadcast(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, BroadcastReq)
+        if not req.channels:
+            raise ErrorCode.BAD_REQUEST
+        data = _json_data(req.data, req.b64data)
+        responses: list[dict[str, Any]] = []
+        for channel in req.channels:
+            try:
+                responses.append({"result": await self._publish_one(channel, data, req)})
+            except ReplyError as exc:
+                responses.append({"error": {"code": exc.code, "message": exc.message}})
+        return {"responses": responses}
+
+    async def subscribe(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, SubscribeReq)
+        if not req.user and not req.client:
+            raise ErrorCode.BAD_REQUEST
+        if not req.channel:
+            raise ErrorCode.BAD_REQUEST
+        opts = self.node.rules.options(req.channel)
+        info = bytes(req.info) or (_b64(req.b64info) if req.b64info else b"")
+        data = bytes(req.data) or (_b64(req.b64data) if req.b64data else b"")
+        for client in self.node.find_clients(req.user, req.client):
+            sub_req = SubscribeRequest(channel=req.channel)
+            if req.recover_since is not None:
+                sub_req = SubscribeRequest(channel=req.channel, recover=True,
+                                           offset=req.recover_since.offset,
+                                           epoch=req.recover_since.epoch)
+            sub = client.session._grant(req.channel, opts, sub_req, {}, server_side=True)
+            sub.chan_info = info or None
+            sub.expires_at = req.expire_at
+            decision = SubscribeDecision(
+                sub=sub, recover=sub_req.recover and sub.recoverable,
+                offset=sub_req.offset, epoch=sub_req.epoch, data=data or None,
+            )
+            try:
+                await client.server_subscribe(decision)
+            except ReplyError as exc:
+                log.info("API subscribe of client %s to %s failed: %s", client.client_id,
+                         req.channel, exc)
+        return {}
+
+    async def unsubscribe(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, UnsubscribeReq)
+        if not req.channel or not (req.user or req.client):
+            raise ErrorCode.BAD_REQUEST
+        await self.node.unsubscribe_clients(
+            self.node.find_clients(req.user, req.client), req.channel
+        )
+        return {}
+
+    async def disconnect(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, DisconnectReq)
+        if not req.user and not req.client:
+            raise ErrorCode.BAD_REQUEST
+        d = Disconnect.FORCE_DISCONNECT
+        if req.disconnect is not None and req.disconnect.code:
+            d = Disconnect(req.disconnect.code, req.disconnect.reason)
+        self.node.disconnect_clients(
+            self.node.find_clients(req.user, req.client), d, req.whitelist
+        )
+        return {}
+
+    async def refresh(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, RefreshReq)
+        if not req.user and not req.client:
+            raise ErrorCode.BAD_REQUEST
+        for client in self.node.find_clients(req.user, req.client):
+            if req.expired:
+                client.close(Disconnect.EXPIRED)
+            elif req.expire_at:
+                client.session.expires_at = req.expire_at
+                self.node.schedule_expiry(client, req.expire_at)
+            else:
+                client.session.expires_at = 0
+        return {}
+
+    def _presence_opts(self, channel: str) -> None:
+        if not channel:
+            raise ErrorCode.BAD_REQUEST
+        if not self.node.rules.options(channel).presence:
+            raise ErrorCode.NOT_AVAILABLE
+
+    async def presence(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, ChannelReq)
+        self._presence_opts(req.channel)
+        presence: dict[str, ClientInfo] = await self.node.engine.presence(req.channel)
+        return {"presence": presence}
+
+    async def presence_stats(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, ChannelReq)
+        self._presence_opts(req.channel)
+        stats = await self.node.engine.presence_stats(req.channel)
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
+
+    async def history(self, body: bytes) -> Any:
+        req = self._decode(body, HistoryReq)
+        if not req.channel:
+            raise ErrorCode.BAD_REQUEST
+        opts = self.node.rules.options(req.channel)
+        if not opts.history_enabled:
+            raise ErrorCode.NOT_AVAILABLE
+        return await self.node.history(
+            req.channel, opts, limit=req.limit, since=req.since, reverse=req.reverse
+        )
+
+    async def history_remove(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, ChannelReq)
+        if not req.channel:
+            raise ErrorCode.BAD_REQUEST
+        opts = self.node.rules.options(req.channel)
+        if not opts.history_enabled:
+            raise ErrorCode.NOT_AVAILABLE
+        await self.node.engine.remove_history(req.channel)
+        return {}
+
+    async def channels(self, body: bytes) -> dict[str, Any]:
+        req = self._decode(body, ChannelsReq)
+        result: dict[str, Any] = {}
+        for channel, subs in self.node.hub.channels.items():
+            if not subs.clients:
+                continue
+            if req.pattern and not fnmatch.fnmatchcase(channel, req.pattern):
+                continue
+            result[channel] = {"num_clients": len(subs.clients)}
+        return {"channels": result}
+
+    async def info(self, body: bytes) -> dict[str, Any]:
+        return {"nodes": [self.node.info()]}
+
+    async def rpc(self, body: bytes) -> dict[str, Any]:
+        self._decode(body, RpcReq)
+        raise ErrorCode.METHOD_NOT_FOUND

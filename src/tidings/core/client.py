@@ -1,0 +1,471 @@
+"""One connected client: runs the protocol session's decisions against the engine.
+
+The transport feeds frames in (``feed``) and gets framed bytes out (``Transport.write``).
+Commands of one connection run strictly in order on one short-lived task, created when a frame
+arrives and gone when the inbox is empty (no idle task per connection). Everything a client sends
+goes through ``_pending``, flushed by the node once per loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from tidings import __version__
+from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Unsubscribe
+from tidings.protocol import codec
+from tidings.protocol.messages import (
+    Command,
+    ConnectRequest,
+    ConnectResult,
+    EmptyResult,
+    Error,
+    HistoryRequest,
+    PresenceRequest,
+    PresenceResult,
+    PresenceStatsResult,
+    Publication,
+    PublishRequest,
+    Push,
+    RefreshRequest,
+    RefreshResult,
+    Reply,
+    StreamPosition,
+    SubRefreshRequest,
+    SubRefreshResult,
+    SubscribePush,
+    SubscribeRequest,
+    SubscribeResult,
+    UnsubscribePush,
+    UnsubscribeRequest,
+)
+from tidings.protocol.session import ConnectDecision, State, SubscribeDecision
+
+if TYPE_CHECKING:
+    from tidings.core.hub import Shared
+    from tidings.core.node import Node
+
+__all__ = ["Client", "Transport"]
+
+log = logging.getLogger("tidings.client")
+
+
+class Transport(Protocol):
+    """What a client needs from its connection."""
+
+    kind: int  # index into Shared.frames: one framing per kind
+    name: str
+    bidirectional: bool
+
+    def frame(self, payload: bytes) -> bytes:
+        """Frame one payload (several messages already joined with ``\\n``)."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def buffer_size(self) -> int: ...
+
+    def close(self, disconnect: Disconnect) -> None:
+        """Tell the peer why (close frame or disconnect push) and close."""
+        ...
+
+
+class Client:
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_dirty",
+        "_inbox",
+        "_paused",
+        "_pending",
+        "_pending_bytes",
+        "_shared",
+        "_task",
+        "node",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, node: Node, transport: Transport) -> None:
+        self.node = node
+        self.transport = transport
+        self.session = node.new_session()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._shared: Shared | None = None
+        self._dirty = False
+        self._paused = False
+        self._closed = False
+        self._inbox: deque[bytes] = deque()
+        self._task: asyncio.Task[None] | None = None
+        node.client_opened(self)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.session.client_id} user={self.session.user!r}>"
+
+    @property
+    def client_id(self) -> str:
+        return self.session.client_id
+
+    @property
+    def user(self) -> str:
+        return self.session.user
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---------------------------------------------------------------- outgoing
+
+    def enqueue(self, payload: bytes) -> None:
+        if self._closed:
+            return
+        self._pending.append(payload)
+        self._shared = None
+        self._after_enqueue(len(payload))
+
+    def enqueue_shared(self, shared: Shared) -> None:
+        if self._closed:
+            return
+        pending = self._pending
+        self._shared = shared if not pending else None
+        pending.append(shared.payload)
+        self._after_enqueue(len(shared.payload))
+
+    def _after_enqueue(self, size: int) -> None:
+        self._pending_bytes += size
+        if self._pending_bytes > self.node.config.client.queue_max_size:
+            log.info("client %s is too slow (%d bytes queued): disconnecting",
+                     self.client_id, self._pending_bytes)
+            self.close(Disconnect.SLOW, flush=False)
+            return
+        if not self._dirty:
+            self._dirty = True
+            self.node.schedule_flush(self)
+
+    def flush(self) -> None:
+        """Write everything pending as one transport frame (called by the node)."""
+        self._dirty = False
+        if self._paused or not self._pending or self._closed:
+            return
+        pending = self._pending
+        if len(pending) == 1:
+            shared = self._shared
+            data = (
+                shared.framed(self.transport.kind, self.transport.frame)
+                if shared is not None
+                else self.transport.frame(pending[0])
+            )
+        else:
+            data = self.transport.frame(b"\n".join(pending))
+        self._pending = []
+        self._pending_bytes = 0
+        self._shared = None
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._pending and not self._dirty:
+            self._dirty = True
+            self.node.schedule_flush(self)
+
+    def _reply(self, reply: Reply) -> None:
+        self.enqueue(codec.encode_reply(reply))
+
+    def _reply_error(self, cmd_id: int, err: ReplyError) -> None:
+        self._reply(
+            Reply(id=cmd_id, error=Error(code=err.code, message=err.message,
+                                         temporary=err.temporary))
+        )
+
+    def send_ping(self) -> None:
+        self.enqueue(codec.PING)
+        if self.transport.bidirectional and self.node.config.client.pong_timeout > 0:
+            self.session.awaiting_pong = True
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self, disconnect: Disconnect, *, flush: bool = True) -> None:
+        """Disconnect the client: flush replies, tell it why, release everything."""
+        if self._closed:
+            return
+        if flush and self._pending:
+            self._paused = False
+            self.flush()
+        self._closed = True
+        self._pending = []
+        level = logging.INFO if disconnect.code not in (3000, 3001) else logging.DEBUG
+        log.log(level, "disconnect client %s (user %r, %s): %d %s", self.client_id,
+                self.user, self.transport.name, disconnect.code, disconnect.reason)
+        try:
+            self.transport.close(disconnect)
+        finally:
+            self.node.client_closed(self)
+
+    def connection_lost(self) -> None:
+        """The peer went away (transport closed under us)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending = []
+        log.debug("client %s connection lost", self.client_id)
+        self.node.client_closed(self)
+
+    # ---------------------------------------------------------------- incoming
+
+    def feed(self, frame: bytes) -> None:
+        """A frame arrived. Commands run in order on one task per busy connection."""
+        if self._closed:
+            return
+        self._inbox.append(frame)
+        if self._task is None:
+            self._task = self.node.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._inbox and not self._closed:
+                await self.handle_frame(self._inbox.popleft())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error while handling client %s", self.client_id)
+            self.close(Disconnect.INTERNAL)
+        finally:
+            self._task = None
+
+    async def handle_frame(self, frame: bytes) -> None:
+        try:
+            commands = codec.decode_commands(frame)
+        except ProtocolError as exc:
+            log.info("client %s sent a malformed frame: %s", self.client_id, exc)
+            self.close(exc.disconnect)
+            return
+        for cmd in commands:
+            if self._closed:
+                return
+            try:
+                await self.handle_command(cmd)
+            except Disconnect as d:
+                self.close(d)
+                return
+            except ReplyError as err:
+                if cmd.id:
+                    self._reply_error(cmd.id, err)
+
+    async def handle_command(self, cmd: Command) -> None:
+        method = self.session.check_command(cmd)
+        if method == "pong":
+            return
+        now = time.time()
+        if method == "connect":
+            assert cmd.connect is not None
+            await self._connect(cmd.id, cmd.connect, now)
+        elif method == "subscribe":
+            assert cmd.subscribe is not None
+            await self._subscribe(cmd.id, cmd.subscribe, now)
+        elif method == "unsubscribe":
+            assert cmd.unsubscribe is not None
+            await self._unsubscribe(cmd.id, cmd.unsubscribe)
+        elif method == "publish":
+            assert cmd.publish is not None
+            await self._publish(cmd.id, cmd.publish)
+        elif method == "presence":
+            assert cmd.presence is not None
+            await self._presence(cmd.id, cmd.presence)
+        elif method == "presence_stats":
+            assert cmd.presence_stats is not None
+            await self._presence_stats(cmd.id, cmd.presence_stats)
+        elif method == "history":
+            assert cmd.history is not None
+            await self._history(cmd.id, cmd.history)
+        elif method == "refresh":
+            assert cmd.refresh is not None
+            self._refresh(cmd.id, cmd.refresh, now)
+        elif method == "sub_refresh":
+            assert cmd.sub_refresh is not None
+            self._sub_refresh(cmd.id, cmd.sub_refresh, now)
+        elif method == "send":
+            raise Disconnect.NOT_AVAILABLE  # no message handler (Centrifugo OSS behaviour)
+        else:  # rpc and ping: no handlers until backend hooks exist
+            raise ErrorCode.NOT_AVAILABLE
+
+    # ---------------------------------------------------------------- connect
+
+    async def _connect(self, cmd_id: int, req: ConnectRequest, now: float) -> None:
+        node = self.node
+        decision: ConnectDecision = self.session.decide_connect(req, now)
+        limit = node.config.client.connection_limit
+        if limit and len(node.clients) >= limit:
+            raise Disconnect.CONNECTION_LIMIT
+        user_limit = node.config.client.user_connection_limit
+        if user_limit and decision.user and len(node.users.get(decision.user, ())) >= user_limit:
+            self.session.state = State.FAILED
+            raise ErrorCode.LIMIT_EXCEEDED
+        self.session.connected(decision)
+        node.client_connected(self)
+        cfg = node.config.client
+        result = ConnectResult(client=self.client_id, version=__version__)
+        if decision.expires_at:
+            result.expires = True
+            result.ttl = max(int(decision.expires_at - now), 0)
+        if cfg.ping_interval > 0:
+            result.ping = int(cfg.ping_interval)
+            result.pong = self.transport.bidirectional and cfg.pong_timeout > 0
+        if cfg.connect_include_server_time:
+            result.time = int(now * 1000)
+        subs: dict[str, SubscribeResult] = {}
+        finish: list[tuple[SubscribeDecision, int]] = []
+        for sub_decision in decision.subs:
+            sub_result, live_from = await self._prepare_subscription(sub_decision, now)
+            subs[sub_decision.sub.channel] = sub_result
+            finish.append((sub_decision, live_from))
+        if subs:
+            result.subs = subs
+        self._reply(Reply(id=cmd_id, connect=result))
+        for sub_decision, live_from in finish:
+            await self._finish_subscription(sub_decision, live_from)
+
+    # ---------------------------------------------------------------- subscribe
+
+    async def _prepare_subscription(
+        self, decision: SubscribeDecision, now: float
+    ) -> tuple[SubscribeResult, int]:
+        """Register as syncing and read the stream; the caller sends the result, then calls
+        ``_finish_subscription``. On error the registration is undone."""
+        node = self.node
+        sub = decision.sub
+        channel = sub.channel
+        self.session.inflight.add(channel)
+        try:
+            await node.add_subscriber(channel, self)
+            pubs: list[Publication] = []
+            top = StreamPosition()
+            if sub.positioned:
+                options = node.history_options(sub.opts)
+                pubs, top = await node.engine.history(
+                    channel,
+                    options=options,
+                    limit=node.config.client.recovery_max_publication_limit
+                    if decision.recover
+                    else 0,
+                    since=StreamPosition(offset=decision.offset) if decision.recover else None,
+                )
+            return self.session.subscribe_result(decision, pubs, top, now)
+        except BaseException:
+            self.session.inflight.discard(channel)
+            await node.remove_subscriber(channel, self)
+            raise
+
+    async def _finish_subscription(self, decision: SubscribeDecision, live_from: int) -> None:
+        sub = decision.sub
+        channel = sub.channel
+        self.session.inflight.discard(channel)
+        if self._closed:
+            return
+        self.session.subs[channel] = sub
+        buffered = self.node.hub.finish_sync(channel, self, push_join_leave=sub.push_join_leave)
+        for offset, shared in buffered:
+            if not sub.positioned or offset > live_from:
+                self.enqueue_shared(shared)
+        if sub.expires_at:
+            self.node.schedule_sub_expiry(self, channel, sub.expires_at)
+        info = self.session.client_info(sub.chan_info)
+        if sub.presence:
+            await self.node.engine.add_presence(channel, self.client_id, info)
+        if sub.join_leave:
+            await self.node.engine.publish_join(channel, info)
+
+    async def _subscribe(self, cmd_id: int, req: SubscribeRequest, now: float) -> None:
+        decision = self.session.decide_subscribe(req, now)
+        result, live_from = await self._prepare_subscription(decision, now)
+        self._reply(Reply(id=cmd_id, subscribe=result))
+        await self._finish_subscription(decision, live_from)
+
+    async def server_subscribe(self, decision: SubscribeDecision) -> None:
+        """Subscribe server-side (HTTP API ``subscribe``): a ``subscribe`` push, no reply."""
+        if self._closed or decision.sub.channel in self.session.subs:
+            return
+        now = time.time()
+        result, live_from = await self._prepare_subscription(decision, now)
+        push = SubscribePush(
+            recoverable=result.recoverable,
+            epoch=result.epoch,
+            offset=result.offset,
+            positioned=result.positioned,
+            data=result.data,
+        )
+        self.enqueue(codec.encode_push(Push(channel=decision.sub.channel, subscribe=push)))
+        await self._finish_subscription(decision, live_from)
+
+    async def _unsubscribe(self, cmd_id: int, req: UnsubscribeRequest) -> None:
+        if not req.channel:
+            raise Disconnect.BAD_REQUEST
+        await self.unsubscribe(req.channel)
+        self._reply(Reply(id=cmd_id, unsubscribe=EmptyResult()))
+
+    async def unsubscribe(self, channel: str, push: Unsubscribe | None = None) -> None:
+        """Remove a subscription; with ``push``, tell the client (server-side unsubscribe)."""
+        sub = self.session.subs.pop(channel, None)
+        if sub is None:
+            return
+        if push is not None:
+            self.enqueue(codec.encode_push(Push(
+                channel=channel, unsubscribe=UnsubscribePush(code=push.code, reason=push.reason)
+            )))
+        await self.node.remove_subscriber(channel, self)
+        await self.node.leave_channel(self, sub)
+
+    # ---------------------------------------------------------------- other commands
+
+    async def _publish(self, cmd_id: int, req: PublishRequest) -> None:
+        channel = req.channel
+        data = bytes(req.data)
+        opts = self.session.need_publish_access(channel, data)
+        sub = self.session.subs.get(channel)
+        info = self.session.client_info(sub.chan_info if sub is not None else None)
+        pub = Publication(data=codec.raw(data), info=info)
+        await self.node.publish(channel, pub, opts)
+        self._reply(Reply(id=cmd_id, publish=EmptyResult()))
+
+    async def _presence(self, cmd_id: int, req: PresenceRequest) -> None:
+        self.session.need_presence_access(req.channel)
+        presence = await self.node.engine.presence(req.channel)
+        self._reply(Reply(id=cmd_id, presence=PresenceResult(presence=presence)))
+
+    async def _presence_stats(self, cmd_id: int, req: PresenceRequest) -> None:
+        self.session.need_presence_access(req.channel)
+        stats = await self.node.engine.presence_stats(req.channel)
+        self._reply(Reply(id=cmd_id, presence_stats=PresenceStatsResult(
+            num_clients=stats.num_clients, num_users=stats.num_users)))
+
+    async def _history(self, cmd_id: int, req: HistoryRequest) -> None:
+        opts = self.session.need_history_access(req.channel)
+        result = await self.node.history(
+            req.channel, opts, limit=req.limit, since=req.since, reverse=req.reverse
+        )
+        self._reply(Reply(id=cmd_id, history=result))
+
+    def _refresh(self, cmd_id: int, req: RefreshRequest, now: float) -> None:
+        expires_at = self.session.refresh(req.token, now)
+        result = RefreshResult(client=self.client_id, version=__version__)
+        if expires_at:
+            result.expires = True
+            result.ttl = max(int(expires_at - now), 0)
+            self.node.schedule_expiry(self, expires_at)
+        self._reply(Reply(id=cmd_id, refresh=result))
+
+    def _sub_refresh(self, cmd_id: int, req: SubRefreshRequest, now: float) -> None:
+        expires_at = self.session.sub_refresh(req.channel, req.token, now)
+        result = SubRefreshResult()
+        if expires_at:
+            result.expires = True
+            result.ttl = max(int(expires_at - now), 0)
+            self.node.schedule_sub_expiry(self, req.channel, expires_at)
+        self._reply(Reply(id=cmd_id, sub_refresh=result))
+

@@ -1,0 +1,363 @@
+"""The node: config, engine, hub, the client registry, timers and server-side actions.
+
+Timers are coarse and shared: one clock task ticks every second. Pings go out per bucket
+(clients are spread over ``ping_interval`` one-second buckets, so each tick pings 1/N of them),
+pong deadlines, connection/subscription expiry and stale (never-authenticated) connections sit
+in one heap. No timer object per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from tidings import __version__
+from tidings.config import ChannelOptions, Config
+from tidings.core.client import Client, Transport
+from tidings.core.hub import Hub, Shared
+from tidings.engine.base import Engine, HistoryOptions
+from tidings.engine.memory import MemoryEngine
+from tidings.errors import Disconnect, ErrorCode, Unsubscribe
+from tidings.protocol import codec
+from tidings.protocol.channels import ChannelRules
+from tidings.protocol.messages import (
+    ClientInfo,
+    HistoryResult,
+    JoinLeave,
+    Publication,
+    Push,
+    StreamPosition,
+)
+from tidings.protocol.recovery import effective_limit, validate_since
+from tidings.protocol.session import Session, Sub
+from tidings.protocol.tokens import TokenVerifier
+
+__all__ = ["Node"]
+
+log = logging.getLogger("tidings.node")
+
+_STALE, _EXPIRE, _SUB_EXPIRE, _PONG = range(4)
+
+
+class Node:
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.id = str(uuid.uuid4())
+        self.name = config.node.name or socket.gethostname()
+        self.rules = ChannelRules(config.channel, insecure=config.client.insecure)
+        self.verifier = TokenVerifier(
+            config.client.token,
+            skip_signature=config.client.insecure_skip_token_signature_verify,
+        )
+        sub_cfg = config.client.subscription_token
+        skip = config.client.insecure_skip_token_signature_verify
+        self.sub_verifier = (
+            TokenVerifier(sub_cfg, skip_signature=skip) if sub_cfg.enabled else self.verifier
+        )
+        self.engine: Engine = engine if engine is not None else MemoryEngine()
+        self.engine.register_handler(self)
+        self.hub = Hub()
+        self.clients: dict[str, Client] = {}  # authenticated clients by client ID
+        self.users: dict[str, dict[Client, None]] = {}
+        self.opened: dict[Client, None] = {}  # every open client, authenticated or not
+        self._dirty: list[Client] = []
+        self._flush_scheduled = False
+        n_buckets = max(int(config.client.ping_interval), 1)
+        self._ping_buckets: list[dict[Client, None]] = [{} for _ in range(n_buckets)]
+        self._ping_bucket_of: dict[Client, int] = {}
+        self._timers: list[tuple[float, int, int, Client, str]] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._clock: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = time.time()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "Node.start() has not been called"
+        return self._loop
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.started_at = time.time()
+        await self.engine.start()
+        self._clock = self._loop.create_task(self._tick_forever())
+
+    async def shutdown(self, grace: float) -> None:
+        """Disconnect every client with 3001 (reconnect), then stop the engine."""
+        for client in list(self.opened):
+            client.close(Disconnect.SHUTDOWN)
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        await self.engine.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background coroutine owned by the node (awaited at shutdown)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # ---------------------------------------------------------------- writes
+
+    def schedule_flush(self, client: Client) -> None:
+        self._dirty.append(client)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for client in dirty:
+            client.flush()
+
+    # ---------------------------------------------------------------- clients
+
+    def new_session(self) -> Session:
+        return Session(self.config.client, self.rules, self.verifier, self.sub_verifier)
+
+    def new_client(self, transport: Transport) -> Client:
+        return Client(self, transport)
+
+    def client_opened(self, client: Client) -> None:
+        self.opened[client] = None
+        if self.config.client.stale_close_delay > 0:
+            self._add_timer(time.time() + self.config.client.stale_close_delay, _STALE, client)
+
+    def client_connected(self, client: Client) -> None:
+        self.clients[client.client_id] = client
+        self.users.setdefault(client.user, {})[client] = None
+        if self.config.client.ping_interval > 0:
+            bucket = random.randrange(len(self._ping_buckets))
+            self._ping_buckets[bucket][client] = None
+            self._ping_bucket_of[client] = bucket
+        if client.session.expires_at:
+            self.schedule_expiry(client, client.session.expires_at)
+
+    def client_closed(self, client: Client) -> None:
+        """Called once when a client is gone: unregister now, clean up engine state async."""
+        self.opened.pop(client, None)
+        if self.clients.pop(client.client_id, None) is not None:
+            users = self.users.get(client.user)
+            if users is not None:
+                users.pop(client, None)
+                if not users:
+                    del self.users[client.user]
+        bucket = self._ping_bucket_of.pop(client, None)
+        if bucket is not None:
+            self._ping_buckets[bucket].pop(client, None)
+        subs = list(client.session.subs.values())
+        client.session.subs.clear()
+        inflight = list(client.session.inflight)
+        for sub in subs:
+            self.hub_remove(sub.channel, client)
+        for channel in inflight:
+            self.hub_remove(channel, client)
+        if subs:
+            self.spawn(self._leave_all(client, subs))
+
+    async def _leave_all(self, client: Client, subs: list[Sub]) -> None:
+        for sub in subs:
+            await self.leave_channel(client, sub)
+
+    # ---------------------------------------------------------------- subscriptions
+
+    async def add_subscriber(self, channel: str, client: Client) -> None:
+        if self.hub.start_sync(channel, client):
+            await self.engine.subscribe(channel)
+
+    def hub_remove(self, channel: str, client: Client) -> None:
+        if self.hub.remove(channel, client):
+            self.spawn(self.engine.unsubscribe(channel))
+
+    async def remove_subscriber(self, channel: str, client: Client) -> None:
+        if self.hub.remove(channel, client):
+            await self.engine.unsubscribe(channel)
+
+    async def leave_channel(self, client: Client, sub: Sub) -> None:
+        if sub.presence:
+            await self.engine.remove_presence(sub.channel, client.client_id, client.user)
+        if sub.join_leave:
+            await self.engine.publish_leave(sub.channel, client.session.client_info(sub.chan_info))
+
+    def history_options(self, opts: ChannelOptions) -> HistoryOptions:
+        return HistoryOptions(
+            size=opts.history_size,
+            ttl=opts.history_ttl,
+            meta_ttl=opts.history_meta_ttl or self.config.channel.history_meta_ttl,
+        )
+
+    # ---------------------------------------------------------------- publish / history
+
+    async def publish(
+        self,
+        channel: str,
+        pub: Publication,
+        opts: ChannelOptions,
+        *,
+        skip_history: bool = False,
+        idempotency_key: str = "",
+    ) -> StreamPosition:
+        history = (
+            self.history_options(opts) if opts.history_enabled and not skip_history else None
+        )
+        position, _ = await self.engine.publish(
+            channel, pub, history=history, idempotency_key=idempotency_key
+        )
+        return position
+
+    async def history(
+        self,
+        channel: str,
+        opts: ChannelOptions,
+        *,
+        limit: int,
+        since: StreamPosition | None,
+        reverse: bool,
+    ) -> HistoryResult:
+        if since is not None and reverse and since.offset == 0:
+            raise ErrorCode.BAD_REQUEST
+        n = effective_limit(limit, self.config.client.history_max_publication_limit)
+        pubs, top = await self.engine.history(
+            channel, options=self.history_options(opts), limit=n, since=since, reverse=reverse
+        )
+        validate_since(since, reverse, top)
+        return HistoryResult(publications=pubs, epoch=top.epoch, offset=top.offset)
+
+    # ---------------------------------------------------------------- broker events
+
+    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+        if channel not in self.hub.channels:
+            return
+        shared = Shared(codec.encode_push(Push(channel=channel, pub=pub)))
+        self.hub.broadcast(channel, shared, pub.offset)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        if channel in self.hub.channels:
+            payload = codec.encode_push(Push(channel=channel, join=JoinLeave(info=info)))
+            self.hub.broadcast_join_leave(channel, Shared(payload))
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        if channel in self.hub.channels:
+            payload = codec.encode_push(Push(channel=channel, leave=JoinLeave(info=info)))
+            self.hub.broadcast_join_leave(channel, Shared(payload))
+
+    def handle_control(self, data: bytes) -> None:
+        # The memory engine has one node; server-side actions are applied directly.
+        return None
+
+    # ---------------------------------------------------------------- server-side actions
+
+    def find_clients(self, user: str = "", client_id: str = "") -> list[Client]:
+        if client_id:
+            client = self.clients.get(client_id)
+            if client is None or (user and client.user != user):
+                return []
+            return [client]
+        return list(self.users.get(user, ()))
+
+    def disconnect_clients(
+        self, clients: Iterable[Client], disconnect: Disconnect, whitelist: Iterable[str] = ()
+    ) -> None:
+        keep = set(whitelist)
+        for client in clients:
+            if client.client_id not in keep:
+                client.close(disconnect)
+
+    async def unsubscribe_clients(self, clients: Iterable[Client], channel: str) -> None:
+        for client in clients:
+            await client.unsubscribe(channel, Unsubscribe.SERVER)
+
+    # ---------------------------------------------------------------- timers
+
+    def _add_timer(self, when: float, kind: int, client: Client, channel: str = "") -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), kind, client, channel))
+
+    def schedule_expiry(self, client: Client, expires_at: float) -> None:
+        self._add_timer(expires_at + self.config.client.expired_close_delay, _EXPIRE, client)
+
+    def schedule_sub_expiry(self, client: Client, channel: str, expires_at: float) -> None:
+        delay = self.config.client.expired_sub_close_delay
+        self._add_timer(expires_at + delay, _SUB_EXPIRE, client, channel)
+
+    async def _tick_forever(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            tick += 1
+            try:
+                self.tick(tick, time.time())
+            except Exception:
+                log.exception("timer tick failed")
+
+    def tick(self, tick: int, now: float) -> None:
+        bucket = self._ping_buckets[tick % len(self._ping_buckets)]
+        pong_timeout = self.config.client.pong_timeout
+        for client in list(bucket):
+            if client.session.awaiting_pong:
+                continue  # the pong deadline timer handles it
+            client.send_ping()
+            if client.session.awaiting_pong:
+                self._add_timer(now + pong_timeout, _PONG, client)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, client, channel = heapq.heappop(timers)
+            if client.closed:
+                continue
+            self._fire(kind, client, channel, now)
+
+    def _fire(self, kind: int, client: Client, channel: str, now: float) -> None:
+        session = client.session
+        if kind == _STALE:
+            if client.client_id not in self.clients:
+                client.close(Disconnect.STALE)
+        elif kind == _PONG:
+            if session.awaiting_pong:
+                client.close(Disconnect.NO_PONG)
+        elif kind == _EXPIRE:
+            exp = session.expires_at
+            if exp and exp + self.config.client.expired_close_delay <= now:
+                client.close(Disconnect.EXPIRED)
+        elif kind == _SUB_EXPIRE:
+            sub = session.subs.get(channel)
+            delay = self.config.client.expired_sub_close_delay
+            if sub is not None and sub.expires_at and sub.expires_at + delay <= now:
+                if sub.server_side:
+                    client.close(Disconnect.SUB_EXPIRED)
+                else:
+                    self.spawn(client.unsubscribe(channel, Unsubscribe.EXPIRED))
+
+    # ---------------------------------------------------------------- info
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "uid": self.id,
+            "name": self.name,
+            "version": __version__,
+            "num_clients": len(self.clients),
+            "num_users": len(self.users),
+            "num_channels": len(self.hub.channels),
+            "num_subs": sum(len(s.clients) for s in self.hub.channels.values()),
+            "uptime": int(time.time() - self.started_at),
+        }

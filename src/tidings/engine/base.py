@@ -1,0 +1,126 @@
+"""The engine interface: broker (pub/sub + history streams) and presence.
+
+Guarantees every engine gives (checked by ``tests/contract``):
+- ``publish`` appends to the channel stream and delivers to the node's
+  :class:`BrokerEventHandler` as one atomic step per channel: handlers see publications of a
+  channel in offset order, and a ``history`` call that starts after ``publish`` returned sees
+  the publication.
+- Delivery is at most once per node subscription; gaps are detectable through offsets.
+- Reading the stream of a history-enabled channel creates it: the epoch it returns is the epoch
+  later publications carry, until the stream metadata expires (``meta_ttl``).
+- ``history_remove`` drops the items but keeps the top offset and epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
+
+__all__ = [
+    "Broker",
+    "BrokerEventHandler",
+    "Engine",
+    "EngineError",
+    "HistoryOptions",
+    "PresenceManager",
+    "PresenceStats",
+]
+
+
+class EngineError(Exception):
+    """The engine could not complete an operation (e.g. its backing store is unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """How a channel keeps history: ``size`` items for ``ttl`` seconds, meta for ``meta_ttl``."""
+
+    size: int
+    ttl: float
+    meta_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    num_clients: int
+    num_users: int
+
+
+class BrokerEventHandler(Protocol):
+    """What a node implements to receive broker events (called on the event loop)."""
+
+    def handle_publication(
+        self, channel: str, pub: Publication, position: StreamPosition
+    ) -> None: ...
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    def handle_control(self, data: bytes) -> None: ...
+
+
+class Broker(Protocol):
+    def register_handler(self, handler: BrokerEventHandler) -> None: ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Start delivering the channel's events to this node."""
+        ...
+
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    async def publish(
+        self,
+        channel: str,
+        pub: Publication,
+        *,
+        history: HistoryOptions | None = None,
+        idempotency_key: str = "",
+    ) -> tuple[StreamPosition, bool]:
+        """Append (when ``history``) and deliver. Returns the position of the publication
+        (offset 0 without history) and whether it was suppressed as an idempotent repeat
+        (then the position is the one of the first publish)."""
+        ...
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    async def publish_control(self, data: bytes) -> None:
+        """Deliver ``data`` to every node's ``handle_control`` (this one included)."""
+        ...
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        options: HistoryOptions,
+        limit: int,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        """Publications (with offsets) and the stream top. ``limit`` 0 returns none, -1 all.
+        With ``since``: offsets after it (before it when ``reverse``)."""
+        ...
+
+    async def remove_history(self, channel: str) -> None: ...
+
+
+class PresenceManager(Protocol):
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None: ...
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    async def presence_stats(self, channel: str) -> PresenceStats: ...
+
+
+class Engine(Broker, PresenceManager, Protocol):
+    """An engine is a broker plus a presence manager, started and closed with the node."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...

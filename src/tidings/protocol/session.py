@@ -1,0 +1,467 @@
+"""Per-connection protocol state and decisions. Sans-I/O: no awaits, time passed in.
+
+Rules (PROTOCOL.md §1.5, §1.7, §2, §9.3):
+1. The first command must be ``connect``; anything else, a second connect, or any command after
+   a failed connect -> disconnect 3501.
+2. A command with ``id`` 0 and no ``send`` is a pong; a pong without a pending ping -> 3501.
+3. A command with no known request field -> 3501.
+4. Decisions that need no engine (authentication, permissions, granted subscription options,
+   recovery verdicts) live here; the async client (``tidings.core.client``) only performs the
+   engine calls they describe and hands results back.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+
+from tidings.config import ChannelOptions, ClientConfig
+from tidings.errors import Disconnect, ErrorCode, ReplyError
+from tidings.protocol.channels import ChannelRules
+from tidings.protocol.messages import (
+    ClientInfo,
+    Command,
+    ConnectRequest,
+    Publication,
+    Raw,
+    StreamPosition,
+    SubscribeRequest,
+    SubscribeResult,
+)
+from tidings.protocol.recovery import is_recovered
+from tidings.protocol.tokens import (
+    ConnectToken,
+    InvalidToken,
+    SubscribeOptions,
+    TokenExpired,
+    TokenVerifier,
+)
+
+__all__ = [
+    "ConnectDecision",
+    "Session",
+    "State",
+    "Sub",
+    "SubscribeDecision",
+    "command_method",
+]
+
+FLAG_REJECT_UNRECOVERED = 2
+
+_METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
+def command_method(cmd: Command) -> str:
+    """The name of the request field set in ``cmd`` ("" for none)."""
+    for name in _METHODS:
+        if getattr(cmd, name) is not None:
+            return name
+    return ""
+
+
+class State(enum.IntEnum):
+    CONNECTING = 0
+    CONNECTED = 1
+    FAILED = 2  # connect was answered with an error: only a reconnect helps
+    CLOSED = 3
+
+
+class Sub:
+    """What the server remembers about one subscription of one connection."""
+
+    __slots__ = (
+        "chan_info",
+        "channel",
+        "expires_at",
+        "join_leave",
+        "opts",
+        "positioned",
+        "presence",
+        "push_join_leave",
+        "recoverable",
+        "server_side",
+    )
+
+    def __init__(self, channel: str, opts: ChannelOptions) -> None:
+        self.channel = channel
+        self.opts = opts
+        self.presence = opts.presence
+        self.join_leave = opts.join_leave
+        self.push_join_leave = opts.join_leave and opts.force_push_join_leave
+        self.positioned = False
+        self.recoverable = False
+        self.chan_info: bytes | None = None
+        self.expires_at = 0
+        self.server_side = False
+
+
+@dataclass(slots=True)
+class SubscribeDecision:
+    sub: Sub
+    recover: bool = False
+    offset: int = 0
+    epoch: str = ""
+    reject_unrecovered: bool = False
+    data: bytes | None = None
+    token_expires: bool = False
+
+
+@dataclass(slots=True)
+class ConnectDecision:
+    user: str
+    info: bytes | None
+    expires_at: int
+    subs: list[SubscribeDecision] = field(default_factory=list)
+
+
+def _raw(data: bytes | None) -> Raw | None:
+    return Raw(data) if data else None
+
+
+class Session:
+    """Protocol state of one client connection."""
+
+    __slots__ = (
+        "awaiting_pong",
+        "client_id",
+        "config",
+        "expires_at",
+        "inflight",
+        "info",
+        "rules",
+        "state",
+        "sub_verifier",
+        "subs",
+        "user",
+        "verifier",
+    )
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        rules: ChannelRules,
+        verifier: TokenVerifier,
+        sub_verifier: TokenVerifier,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.rules = rules
+        self.verifier = verifier
+        self.sub_verifier = sub_verifier
+        self.client_id = client_id or str(uuid.uuid4())
+        self.state = State.CONNECTING
+        self.user = ""
+        self.info: bytes | None = None
+        self.expires_at = 0
+        self.subs: dict[str, Sub] = {}
+        self.inflight: set[str] = set()
+        self.awaiting_pong = False
+
+    # ---------------------------------------------------------------- sequencing
+
+    def check_command(self, cmd: Command) -> str:
+        """Validate command order; return the method name ("pong" for a pong)."""
+        method = command_method(cmd)
+        if cmd.id == 0 and method != "send":
+            if method == "" and self.state is State.CONNECTED and self.awaiting_pong:
+                self.awaiting_pong = False
+                return "pong"
+            raise Disconnect.BAD_REQUEST
+        if not method:
+            raise Disconnect.BAD_REQUEST
+        if self.state is State.CONNECTING:
+            if method != "connect":
+                raise Disconnect.BAD_REQUEST
+        elif self.state is State.CONNECTED:
+            if method == "connect":
+                raise Disconnect.BAD_REQUEST
+        else:
+            raise Disconnect.BAD_REQUEST
+        return method
+
+    def client_info(self, chan_info: bytes | None = None) -> ClientInfo:
+        return ClientInfo(
+            user=self.user, client=self.client_id, conn_info=_raw(self.info),
+            chan_info=_raw(chan_info),
+        )
+
+    # ---------------------------------------------------------------- connect
+
+    def _verify_connect_token(self, token: str, now: float) -> ConnectToken:
+        try:
+            return self.verifier.verify_connect(token, now)
+        except TokenExpired:
+            if self.config.insecure:
+                return self.verifier.verify_connect(token, 0.0)
+            raise ErrorCode.TOKEN_EXPIRED from None
+        except InvalidToken:
+            raise Disconnect.INVALID_TOKEN from None
+
+    def decide_connect(self, req: ConnectRequest, now: float) -> ConnectDecision:
+        """Authenticate; raise ReplyError/Disconnect. Marks the session FAILED on errors."""
+        try:
+            return self._decide_connect(req, now)
+        except ReplyError:
+            self.state = State.FAILED
+            raise
+
+    def _decide_connect(self, req: ConnectRequest, now: float) -> ConnectDecision:
+        token: ConnectToken | None = None
+        if req.token:
+            token = self._verify_connect_token(req.token, now)
+            if not token.user and self.config.disallow_anonymous_connection_tokens:
+                raise Disconnect.PERMISSION_DENIED
+            user, info = token.user, token.info
+            expires_at = 0 if self.config.insecure else token.expires_at
+        elif self.config.allow_anonymous_connect_without_token or self.config.insecure:
+            user, info, expires_at = "", None, 0
+        else:
+            raise Disconnect.BAD_REQUEST
+        if expires_at and expires_at <= now:
+            raise ErrorCode.EXPIRED
+        self.user, self.info = user, info
+        decision = ConnectDecision(user=user, info=info, expires_at=expires_at)
+
+        requested = req.subs or {}
+        server_side: dict[str, SubscribeOptions] = {}
+        if token is not None:
+            if token.subs:
+                server_side.update(token.subs)
+            else:
+                for ch in token.channels:
+                    server_side[ch] = SubscribeOptions()
+        personal = self.config.subscribe_to_user_personal_channel
+        if personal.enabled and user:
+            ch = self.rules.personal_channel(user, personal.personal_channel_namespace)
+            server_side.setdefault(ch, SubscribeOptions())
+        for ch in requested:
+            if ch in server_side:
+                continue
+            try:
+                opts = self.rules.options(ch)
+            except ReplyError:
+                raise Disconnect.BAD_REQUEST from None
+            if self.rules.can_subscribe_without_token(ch, opts, user):
+                server_side[ch] = SubscribeOptions()
+        for ch, sub_opts in server_side.items():
+            req_sub = requested.get(ch) or SubscribeRequest(channel=ch)
+            opts = self.rules.options(ch)  # unknown namespace -> 102
+            sub = self._grant(ch, opts, req_sub, sub_opts.override, server_side=True)
+            sub.chan_info = sub_opts.info
+            decision.subs.append(
+                SubscribeDecision(
+                    sub=sub,
+                    recover=req_sub.recover and sub.recoverable,
+                    offset=req_sub.offset,
+                    epoch=req_sub.epoch,
+                    data=sub_opts.data,
+                )
+            )
+        return decision
+
+    def connected(self, decision: ConnectDecision) -> None:
+        self.state = State.CONNECTED
+        self.expires_at = decision.expires_at
+
+    # ---------------------------------------------------------------- subscribe
+
+    def _grant(
+        self,
+        channel: str,
+        opts: ChannelOptions,
+        req: SubscribeRequest,
+        override: dict[str, bool],
+        *,
+        server_side: bool,
+    ) -> Sub:
+        sub = Sub(channel, opts)
+        sub.server_side = server_side
+        presence = override.get("presence", opts.presence)
+        join_leave = override.get("join_leave", opts.join_leave)
+        force_push = override.get("force_push_join_leave", opts.force_push_join_leave)
+        force_recovery = override.get("force_recovery", opts.force_recovery)
+        force_positioning = override.get("force_positioning", opts.force_positioning)
+        history_access = self.rules.can_history(opts, self.user, True)
+        presence_access = self.rules.can_presence(opts, self.user, True)
+        sub.presence = presence
+        sub.join_leave = join_leave
+        sub.push_join_leave = join_leave and (
+            force_push or (req.join_leave and presence_access)
+        )
+        if opts.history_enabled:
+            sub.recoverable = force_recovery or (
+                req.recoverable and (opts.allow_recovery or history_access)
+            )
+            sub.positioned = (
+                sub.recoverable
+                or force_positioning
+                or (req.positioned and (opts.allow_positioning or history_access))
+            )
+        return sub
+
+    def decide_subscribe(self, req: SubscribeRequest, now: float) -> SubscribeDecision:
+        """Validate a client subscribe; raise ReplyError/Disconnect."""
+        channel = req.channel
+        if not channel:
+            raise Disconnect.BAD_REQUEST
+        opts = self.rules.options(channel)
+        if channel in self.subs or channel in self.inflight:
+            raise ErrorCode.ALREADY_SUBSCRIBED
+        if self.config.channel_limit and (
+            len(self.subs) + len(self.inflight) >= self.config.channel_limit
+        ):
+            raise ErrorCode.LIMIT_EXCEEDED
+        if req.type != 0:
+            raise ErrorCode.PERMISSION_DENIED
+        override: dict[str, bool] = {}
+        chan_info: bytes | None = None
+        data: bytes | None = None
+        expires_at = 0
+        if req.token:
+            try:
+                token = self.sub_verifier.verify_subscribe(req.token, now)
+            except TokenExpired:
+                raise ErrorCode.TOKEN_EXPIRED from None
+            except InvalidToken:
+                raise ErrorCode.PERMISSION_DENIED from None
+            if token.channel != channel or token.user != self.user:
+                raise Disconnect.INVALID_TOKEN
+            if token.client and token.client != self.client_id:
+                raise Disconnect.INVALID_TOKEN
+            expires_at = token.expires_at
+            if expires_at and expires_at <= now:
+                raise ErrorCode.EXPIRED
+            override = token.options.override
+            chan_info, data = token.options.info, token.options.data
+        elif not self.rules.can_subscribe_without_token(channel, opts, self.user):
+            raise ErrorCode.PERMISSION_DENIED
+        sub = self._grant(channel, opts, req, override, server_side=False)
+        sub.chan_info = chan_info
+        sub.expires_at = expires_at
+        return SubscribeDecision(
+            sub=sub,
+            recover=req.recover and sub.recoverable,
+            offset=req.offset,
+            epoch=req.epoch,
+            reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
+            data=data,
+            token_expires=expires_at > 0,
+        )
+
+    def subscribe_result(
+        self,
+        decision: SubscribeDecision,
+        pubs: list[Publication],
+        top: StreamPosition,
+        now: float,
+    ) -> tuple[SubscribeResult, int]:
+        """Build the SubscribeResult from the stream read; returns it with the offset from which
+        live publications continue. Raises 112 when recovery fails and the client asked to be
+        told (flag 2)."""
+        sub = decision.sub
+        result = SubscribeResult(data=_raw(decision.data))
+        if sub.expires_at:
+            result.expires = True
+            result.ttl = max(int(sub.expires_at - now), 0)
+        if not sub.positioned:
+            return result, 0
+        result.positioned = True
+        result.recoverable = sub.recoverable
+        result.epoch = top.epoch
+        result.offset = top.offset
+        if decision.recover:
+            result.was_recovering = True
+            recovered = is_recovered(decision.offset, decision.epoch, pubs, top)
+            if recovered:
+                result.recovered = True
+                result.offset = decision.offset
+                result.publications = pubs or None
+            elif decision.reject_unrecovered:
+                raise ErrorCode.UNRECOVERABLE_POSITION
+        return result, top.offset
+
+    def need_presence_access(self, channel: str) -> ChannelOptions:
+        opts = self.rules.options(channel)
+        if not opts.presence:
+            raise ErrorCode.NOT_AVAILABLE
+        if not self.rules.can_presence(opts, self.user, channel in self.subs):
+            raise ErrorCode.PERMISSION_DENIED
+        return opts
+
+    def need_history_access(self, channel: str) -> ChannelOptions:
+        opts = self.rules.options(channel)
+        if not opts.history_enabled:
+            raise ErrorCode.NOT_AVAILABLE
+        if not self.rules.can_history(opts, self.user, channel in self.subs):
+            raise ErrorCode.PERMISSION_DENIED
+        return opts
+
+    def need_publish_access(self, channel: str, data: bytes) -> ChannelOptions:
+        opts = self.rules.options(channel)
+        if not self.rules.can_publish(opts, self.user, channel in self.subs):
+            raise ErrorCode.PERMISSION_DENIED
+        if not data and opts.publication_data_format != "binary":
+            raise ErrorCode.BAD_REQUEST
+        return opts
+
+    # ---------------------------------------------------------------- refresh
+
+    def refresh(self, token: str, now: float) -> int:
+        """Connection token refresh; returns the new expiry (0: never)."""
+        if not token:
+            raise Disconnect.BAD_REQUEST
+        try:
+            claims = self.verifier.verify_connect(token, now)
+        except TokenExpired:
+            raise Disconnect.EXPIRED from None
+        except InvalidToken:
+            raise Disconnect.INVALID_TOKEN from None
+        if claims.user != self.user:
+            raise Disconnect.INVALID_TOKEN
+        expires_at = 0 if self.config.insecure else claims.expires_at
+        if expires_at and expires_at <= now:
+            raise ErrorCode.EXPIRED
+        self.expires_at = expires_at
+        if claims.info is not None:
+            self.info = claims.info
+        return expires_at
+
+    def sub_refresh(self, channel: str, token: str, now: float) -> int:
+        """Subscription token refresh; returns the new expiry (0: never)."""
+        if not channel:
+            raise Disconnect.BAD_REQUEST
+        sub = self.subs.get(channel)
+        if sub is None:
+            raise ErrorCode.PERMISSION_DENIED
+        if not token:
+            raise ErrorCode.BAD_REQUEST
+        try:
+            claims = self.sub_verifier.verify_subscribe(token, now)
+        except TokenExpired:
+            raise ErrorCode.TOKEN_EXPIRED from None
+        except InvalidToken:
+            raise Disconnect.INVALID_TOKEN from None
+        if claims.channel != channel or claims.user != self.user:
+            raise Disconnect.INVALID_TOKEN
+        if claims.client and claims.client != self.client_id:
+            raise Disconnect.INVALID_TOKEN
+        expires_at = claims.expires_at
+        if expires_at and expires_at <= now:
+            raise ErrorCode.EXPIRED
+        sub.expires_at = expires_at
+        return expires_at

@@ -1,0 +1,99 @@
+"""Bidirectional WebSocket transport (JSON protocol): frames in, client commands out.
+
+Disconnects travel in the close frame (code + plain reason), never as a push (PROTOCOL.md
+§1.2). After sending a close frame we wait up to ``CLOSE_TIMEOUT`` seconds for the peer's
+close frame, then drop the TCP connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from tidings.errors import Disconnect
+from tidings.protocol import wsframe
+
+if TYPE_CHECKING:
+    from tidings.core.client import Client
+    from tidings.core.node import Node
+
+__all__ = ["WebSocketTransport"]
+
+log = logging.getLogger("tidings.websocket")
+
+CLOSE_TIMEOUT = 5.0
+KIND_WEBSOCKET_JSON = 0
+
+
+class WebSocketTransport:
+    kind = KIND_WEBSOCKET_JSON
+    name = "websocket"
+    bidirectional = True
+
+    __slots__ = ("_closing", "_parser", "_transport", "client")
+
+    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._parser = wsframe.FrameParser(node.config.websocket.message_size_limit)
+        self._closing = False
+        self.client: Client = node.new_client(self)
+
+    # ---------------------------------------------------------------- Transport interface
+
+    frame = staticmethod(wsframe.build_frame)
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def close(self, disconnect: Disconnect) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(wsframe.build_close(disconnect.code, disconnect.reason))
+        loop = asyncio.get_running_loop()
+        loop.call_later(CLOSE_TIMEOUT, transport.close)
+
+    # ---------------------------------------------------------------- from the HTTP protocol
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._parser.feed(data)
+        except wsframe.FrameError as exc:
+            log.info("client %s: websocket framing error %d %s", self.client.client_id,
+                     exc.code, exc.reason)
+            if exc.code == 1009:
+                self.client.close(Disconnect.MESSAGE_SIZE_LIMIT)
+            else:
+                self.client.close(Disconnect(exc.code, exc.reason))
+            return
+        for opcode, payload in messages:
+            if opcode == wsframe.OP_TEXT or opcode == wsframe.OP_BINARY:
+                if not self._closing:
+                    self.client.feed(payload)
+            elif opcode == wsframe.OP_PING:
+                if not self._closing:
+                    self._transport.write(wsframe.build_frame(payload, wsframe.OP_PONG))
+            elif opcode == wsframe.OP_CLOSE:
+                if not self._closing:
+                    # The peer closes first: echo its close frame (RFC 6455 §5.5.1).
+                    self._closing = True
+                    self._transport.write(wsframe.build_frame(payload[:2], wsframe.OP_CLOSE))
+                    self.client.connection_lost()
+                self._transport.close()
+                return
+
+    def connection_lost(self) -> None:
+        self.client.connection_lost()
+
+    def pause_writing(self) -> None:
+        self.client.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.client.resume_writing()

@@ -1,0 +1,196 @@
+"""Shared fixtures: a real ``tidings serve`` subprocess per test (or module) on a free port.
+
+``tidings_server(config)`` writes the config to a temp file, starts ``python -m tidings serve
+--config FILE --port 0`` and waits for the "listening" line the server prints with the bound
+port. The process is ended (by its PID) when the test finishes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+# One time unit for waits in tests, scaled for slow machines.
+TIMEOUT_FACTOR = float(os.environ.get("TIDINGS_TESTS_TIMEOUT_FACTOR", "1"))
+SECRET = "secret"
+API_KEY = "api_key"
+
+BASE_CONFIG: dict[str, Any] = {
+    "client": {
+        "token": {"hmac_secret_key": SECRET},
+        "ping_interval": "25s",
+        "pong_timeout": "8s",
+    },
+    "http_api": {"key": API_KEY},
+    "channel": {
+        "without_namespace": {
+            "presence": True,
+            "join_leave": True,
+            "force_push_join_leave": True,
+            "history_size": 100,
+            "history_ttl": "300s",
+            "force_recovery": True,
+            "allow_subscribe_for_client": True,
+            "allow_subscribe_for_anonymous": True,
+            "allow_publish_for_subscriber": True,
+            "allow_publish_for_client": True,
+            "allow_publish_for_anonymous": True,
+            "allow_presence_for_subscriber": True,
+            "allow_presence_for_anonymous": True,
+            "allow_history_for_subscriber": True,
+            "allow_history_for_anonymous": True,
+        },
+        "namespaces": [
+            {
+                "name": "smallhistory",
+                "history_size": 2,
+                "history_ttl": "300s",
+                "force_recovery": True,
+                "allow_subscribe_for_client": True,
+                "allow_subscribe_for_anonymous": True,
+            },
+            {
+                "name": "private",
+                "presence": True,
+            },
+        ],
+    },
+}
+
+
+def make_token(sub: str = "42", *, secret: str = SECRET, **claims: Any) -> str:
+    """An HS256 connection (or, with ``channel=...``, subscription) JWT."""
+    payload: dict[str, Any] = {"sub": sub, **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    host: str
+    port: int
+    config: dict[str, Any]
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/connection/websocket"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.http_url}/api"
+
+    @property
+    def api_key(self) -> str:
+        return str(self.config.get("http_api", {}).get("key", ""))
+
+    def log_text(self) -> str:
+        return "".join(self.log_lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout * TIMEOUT_FACTOR)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(
+    tmp_path: Path, config: dict[str, Any], *, extra_args: list[str] | None = None
+) -> ServerProcess:
+    cfg_path = tmp_path / f"tidings-{time.monotonic_ns()}.json"
+    cfg_path.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "tidings", "serve", "--config", str(cfg_path), "--port", "0"]
+    cmd += extra_args or []
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 15 * TIMEOUT_FACTOR
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        marker = "listening on http://"
+        if marker in line:
+            hostport = line.split(marker, 1)[1].split()[0].rstrip("/")
+            host, port = hostport.rsplit(":", 1)
+            server = ServerProcess(proc, host, int(port), config, lines)
+            _drain_in_background(server)
+            return server
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("tidings serve did not start:\n" + "".join(lines))
+
+
+def _drain_in_background(server: ServerProcess) -> None:
+    import threading
+
+    def pump() -> None:
+        assert server.proc.stdout is not None
+        for line in server.proc.stdout:
+            server.log_lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+@pytest.fixture
+def tidings_server(
+    tmp_path: Path,
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: ``tidings_server(overrides={...})`` starts a server with BASE_CONFIG + overrides."""
+    started: list[ServerProcess] = []
+
+    def factory(
+        overrides: dict[str, Any] | None = None,
+        *,
+        config: dict[str, Any] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> ServerProcess:
+        cfg = config if config is not None else deep_merge(BASE_CONFIG, overrides or {})
+        server = start_server(tmp_path, cfg, extra_args=extra_args)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server with BASE_CONFIG."""
+    return tidings_server()

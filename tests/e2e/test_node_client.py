@@ -1,0 +1,170 @@
+"""End-to-end: the real centrifuge-js client (npm ``centrifuge``) against ``tidings serve``.
+
+The Node side lives in ``tests/e2e/node/scenario.mjs``; it prints one JSON line with everything it
+observed. When ``node_modules`` is missing the test installs the pinned dependencies with
+``npm ci`` (once per session) instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+
+NODE_DIR = Path(__file__).parent / "node"
+SCENARIO = NODE_DIR / "scenario.mjs"
+USER = "42"
+
+_install_lock = threading.Lock()
+
+
+def _ensure_node_modules() -> None:
+    """Run ``npm ci`` if the pinned client is not installed yet."""
+    with _install_lock:
+        if (NODE_DIR / "node_modules" / "centrifuge" / "package.json").is_file() and (
+            NODE_DIR / "node_modules" / "ws" / "package.json"
+        ).is_file():
+            return
+        npm = shutil.which("npm")
+        assert npm is not None, "npm is required for the Node e2e test"
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+def _run_scenario(srv: ServerProcess, scenario: str) -> dict[str, Any]:
+    _ensure_node_modules()
+    node = shutil.which("node")
+    assert node is not None, "node is required for the Node e2e test"
+    channel = f"e2e-{uuid.uuid4().hex[:12]}"
+    timeout_ms = int(15000 * TIMEOUT_FACTOR)
+    cmd = [
+        node,
+        str(SCENARIO),
+        "--ws-url",
+        srv.ws_url,
+        "--api-url",
+        srv.api_url,
+        "--api-key",
+        srv.api_key,
+        "--token",
+        make_token(USER),
+        "--user",
+        USER,
+        "--channel",
+        channel,
+        "--scenario",
+        scenario,
+        "--timeout-ms",
+        str(timeout_ms),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_E2E_")}
+    proc = subprocess.run(
+        cmd,
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_FACTOR,
+        env=env,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    diag = (
+        f"exit={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n"
+        f"server log (tail):\n{srv.log_text()[-4000:]}"
+    )
+    assert len(lines) == 1, f"expected exactly one JSON line\n{diag}"
+    out: dict[str, Any] = json.loads(lines[0])
+    assert out["ok"] is True, f"scenario failed: {out.get('error')}\n{diag}"
+    assert proc.returncode == 0, diag
+    assert out["channel"] == channel
+    return out
+
+
+def _assert_first_subscribe(out: dict[str, Any]) -> None:
+    first = out["subscribed"][0]
+    assert first["recoverable"] is True
+    assert first["positioned"] is True
+    assert first["wasRecovering"] is False
+    assert first["recovered"] is False
+    assert isinstance(first["epoch"], str) and first["epoch"]
+    # A brand-new channel: the stream top is 0 when the client subscribes.
+    assert first["offset"] == 0
+    # The live publication arrives with the first offset of the stream.
+    assert out["received"][0] == {"data": {"seq": 0, "phase": "live"}, "offset": 1}
+    assert out["apiPublishes"][0] == {"seq": 0, "offset": 1, "epoch": first["epoch"]}
+
+
+def test_connect_subscribe_publish_and_recover_after_reconnect(server: ServerProcess) -> None:
+    out = _run_scenario(server, "recover")
+    _assert_first_subscribe(out)
+    epoch = out["subscribed"][0]["epoch"]
+
+    # Exactly the live pub, the 3 missed ones (recovered, in order), then the next live one.
+    assert out["received"] == [
+        {"data": {"seq": 0, "phase": "live"}, "offset": 1},
+        {"data": {"seq": 1, "phase": "away"}, "offset": 2},
+        {"data": {"seq": 2, "phase": "away"}, "offset": 3},
+        {"data": {"seq": 3, "phase": "away"}, "offset": 4},
+        {"data": {"seq": 4, "phase": "after-recovery"}, "offset": 5},
+    ]
+    assert [p["offset"] for p in out["apiPublishes"]] == [1, 2, 3, 4, 5]
+    assert {p["epoch"] for p in out["apiPublishes"]} == {epoch}
+
+    # The second subscribe recovered from offset 1 in the same epoch.
+    assert len(out["subscribed"]) == 2
+    rec = out["recovery"]
+    assert rec["wasRecovering"] is True
+    assert rec["recovered"] is True
+    assert rec["hasRecoveredPublications"] is True
+    assert rec["recoverable"] is True
+    assert rec["epoch"] == epoch
+    assert out["wasRecovering"] is True and out["recovered"] is True
+
+    # Two connections, each with its own client ID; the only disconnect was ours (code 0).
+    assert len(out["clientIds"]) == 2
+    assert len(set(out["clientIds"])) == 2
+    for client_id in out["clientIds"]:
+        assert str(uuid.UUID(client_id)) == client_id
+    assert out["disconnected"][0] == {"code": 0, "reason": "disconnect called"}
+    assert server.proc.poll() is None
+
+
+def test_api_disconnect_3011_makes_client_reconnect_and_recover(server: ServerProcess) -> None:
+    out = _run_scenario(server, "force-reconnect")
+    _assert_first_subscribe(out)
+    epoch = out["subscribed"][0]["epoch"]
+
+    assert out["forceDisconnectReply"] == {}
+    force = out["forceReconnect"]
+    # The close frame carried code 3011 and the plain reason; the client reconnected by itself.
+    assert force["code"] == 3011
+    assert force["reason"] == "force reconnect"
+    resub = force["subscribed"]
+    assert resub["wasRecovering"] is True
+    assert resub["recovered"] is True
+    assert resub["hasRecoveredPublications"] is False
+    assert resub["epoch"] == epoch
+    assert resub["offset"] == 1
+
+    assert out["received"] == [
+        {"data": {"seq": 0, "phase": "live"}, "offset": 1},
+        {"data": {"seq": 10, "phase": "after-force-reconnect"}, "offset": 2},
+    ]
+    assert len(out["clientIds"]) == 2 and len(set(out["clientIds"])) == 2
+    # The client never went to the disconnected state: it went straight to connecting.
+    assert out["disconnected"] == []
+    assert server.proc.poll() is None

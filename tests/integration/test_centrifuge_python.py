@@ -1,0 +1,467 @@
+"""The real centrifuge-python 0.7.0 SDK against a ``tidings serve`` subprocess.
+
+Every wait is bounded by ``asyncio.wait_for``; reconnects are held back deterministically by
+blocking the SDK's ``on_connecting`` handler (the SDK awaits it before scheduling a reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from centrifuge import (
+    Client,
+    ClientEventHandler,
+    ClientState,
+    ReplyError,
+    StreamPosition,
+    SubscriptionEventHandler,
+    SubscriptionState,
+)
+
+from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+
+T = 5.0 * TIMEOUT_FACTOR
+SDK_UNAUTHORIZED = 1  # centrifuge-python's client-side "unauthorized" disconnect code
+
+
+async def next_item(queue: asyncio.Queue[Any], pred: Callable[[Any], bool] = lambda _: True) -> Any:
+    """The next queued event matching ``pred`` (others are dropped), within T seconds."""
+
+    async def take() -> Any:
+        while True:
+            item = await queue.get()
+            if pred(item):
+                return item
+
+    return await asyncio.wait_for(take(), T)
+
+
+async def api(srv: ServerProcess, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST to the server HTTP API; returns the decoded JSON body (HTTP 200 asserted)."""
+    headers = {"X-API-Key": srv.api_key}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{srv.api_url}/{method}", json=payload, headers=headers) as resp,
+    ):
+        body = await resp.text()
+        assert resp.status == 200, body
+        content_type = resp.headers.get("Content-Type", "")
+    assert content_type.startswith("application/json"), content_type
+    decoded = json.loads(body)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+async def api_publish(srv: ServerProcess, channel: str, data: Any) -> dict[str, Any]:
+    reply = await api(srv, "publish", {"channel": channel, "data": data})
+    assert set(reply) == {"result"}, reply
+    return dict(reply["result"])
+
+
+class ClientEvents(ClientEventHandler):  # type: ignore[misc]  # the SDK ships no type hints
+    def __init__(self) -> None:
+        self.connected: asyncio.Queue[Any] = asyncio.Queue()
+        self.connecting: asyncio.Queue[Any] = asyncio.Queue()
+        self.disconnected: asyncio.Queue[Any] = asyncio.Queue()
+        self.errors: asyncio.Queue[Any] = asyncio.Queue()
+        self.gate: asyncio.Event | None = None  # when set: hold reconnects until released
+        self.held = asyncio.Event()
+
+    async def on_connected(self, ctx: Any) -> None:
+        self.connected.put_nowait(ctx)
+
+    async def on_connecting(self, ctx: Any) -> None:
+        self.connecting.put_nowait(ctx)
+        gate = self.gate
+        if gate is not None and ctx.code != 0:  # 0 = connect() called, not a lost connection
+            self.held.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.wait(), 3 * T)
+
+    async def on_disconnected(self, ctx: Any) -> None:
+        self.disconnected.put_nowait(ctx)
+
+    async def on_error(self, ctx: Any) -> None:
+        self.errors.put_nowait(ctx)
+
+
+class SubEvents(SubscriptionEventHandler):  # type: ignore[misc]  # the SDK ships no type hints
+    def __init__(self) -> None:
+        self.subscribed: asyncio.Queue[Any] = asyncio.Queue()
+        self.unsubscribed: asyncio.Queue[Any] = asyncio.Queue()
+        self.publications: asyncio.Queue[Any] = asyncio.Queue()
+        self.joins: asyncio.Queue[Any] = asyncio.Queue()
+        self.leaves: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_subscribed(self, ctx: Any) -> None:
+        self.subscribed.put_nowait(ctx)
+
+    async def on_unsubscribed(self, ctx: Any) -> None:
+        self.unsubscribed.put_nowait(ctx)
+
+    async def on_publication(self, ctx: Any) -> None:
+        self.publications.put_nowait(ctx.pub)
+
+    async def on_join(self, ctx: Any) -> None:
+        self.joins.put_nowait(ctx.info)
+
+    async def on_leave(self, ctx: Any) -> None:
+        self.leaves.put_nowait(ctx.info)
+
+
+class Clients:
+    """Creates SDK clients against a server and disconnects them all at teardown."""
+
+    def __init__(self) -> None:
+        self.created: list[tuple[Any, ClientEvents]] = []
+
+    def new(self, srv: ServerProcess, token: str = "", **kwargs: Any) -> tuple[Any, ClientEvents]:
+        events = ClientEvents()
+        client = Client(srv.ws_url, events=events, token=token, proxy=None, **kwargs)
+        self.created.append((client, events))
+        return client, events
+
+    async def connect(self, srv: ServerProcess, user: str = "42") -> tuple[Any, ClientEvents]:
+        client, events = self.new(srv, make_token(user))
+        await client.connect()
+        ctx = await next_item(events.connected)
+        assert ctx.client == client.client_id
+        return client, events
+
+    async def close(self) -> None:
+        for client, events in self.created:
+            if events.gate is not None:
+                events.gate.set()
+            await client.disconnect()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Clients]:
+    registry = Clients()
+    yield registry
+    await registry.close()
+
+
+async def subscribe(client: Any, channel: str, **kwargs: Any) -> tuple[Any, SubEvents, Any]:
+    events = SubEvents()
+    sub = client.new_subscription(channel, events=events, **kwargs)
+    await sub.subscribe()
+    ctx = await next_item(events.subscribed)
+    assert ctx.channel == channel
+    assert sub.state == SubscriptionState.SUBSCRIBED
+    return sub, events, ctx
+
+
+async def drop_transport(client: Any, events: ClientEvents) -> Callable[[], None]:
+    """Close the client's WebSocket, holding its reconnect until the returned function is called."""
+    gate = events.gate = asyncio.Event()
+    events.held.clear()
+    await client._conn.close()
+    await asyncio.wait_for(events.held.wait(), T)
+    assert client.state == ClientState.CONNECTING
+
+    def release() -> None:
+        events.gate = None
+        gate.set()
+
+    return release
+
+
+async def test_connect_with_token(server: ServerProcess, clients: Clients) -> None:
+    client, events = clients.new(server, make_token("42"))
+    await client.connect()
+    ctx = await next_item(events.connected)
+    assert ctx.client == client.client_id
+    assert uuid.UUID(ctx.client).version == 4
+    assert ctx.version != ""
+    assert client.state == ClientState.CONNECTED
+    other, _ = await clients.connect(server, "42")
+    assert other.client_id != client.client_id
+
+
+async def test_subscribe_and_publish_from_client(server: ServerProcess, clients: Clients) -> None:
+    client, _ = await clients.connect(server)
+    sub, events, ctx = await subscribe(client, "chat")
+    assert (ctx.recoverable, ctx.positioned) == (True, True)  # force_recovery in BASE_CONFIG
+    assert (ctx.was_recovering, ctx.recovered) == (False, False)
+    assert ctx.stream_position.epoch != ""
+    await sub.publish({"input": "hello"})
+    pub = await next_item(events.publications)
+    assert pub.data == {"input": "hello"}
+    assert pub.offset == 1
+    assert pub.info is not None
+    assert (pub.info.user, pub.info.client) == ("42", client.client_id)
+
+
+async def test_api_publish_reaches_subscriber(server: ServerProcess, clients: Clients) -> None:
+    client, _ = await clients.connect(server)
+    _, events, ctx = await subscribe(client, "news")
+    result = await api_publish(server, "news", {"text": "from api"})
+    assert result["offset"] == 1
+    assert result["epoch"] == ctx.stream_position.epoch
+    pub = await next_item(events.publications)
+    assert pub.data == {"text": "from api"}
+    assert pub.offset == 1
+    assert pub.info is None  # server-API publications carry no ClientInfo
+
+
+async def test_history(server: ServerProcess, clients: Clients) -> None:
+    client, _ = await clients.connect(server)
+    sub, events, ctx = await subscribe(client, "hist")
+    epoch = ctx.stream_position.epoch
+    for n in range(1, 6):
+        await sub.publish({"n": n})
+    for n in range(1, 6):
+        assert (await next_item(events.publications)).offset == n
+
+    full = await sub.history(limit=-1)
+    assert [p.offset for p in full.publications] == [1, 2, 3, 4, 5]
+    assert [p.data for p in full.publications] == [{"n": n} for n in range(1, 6)]
+    assert (full.offset, full.epoch) == (5, epoch)
+
+    two = await sub.history(limit=2)
+    assert [p.offset for p in two.publications] == [1, 2]
+    assert two.offset == 5
+
+    position_only = await sub.history(limit=0)
+    assert (position_only.publications, position_only.offset) == ([], 5)
+
+    pages: list[list[int]] = []
+    since = StreamPosition(offset=0, epoch=epoch)
+    while True:
+        page = await sub.history(limit=2, since=since)
+        if not page.publications:
+            break
+        pages.append([p.offset for p in page.publications])
+        since = StreamPosition(offset=page.publications[-1].offset, epoch=epoch)
+        assert len(pages) <= 5, pages
+    assert pages == [[1, 2], [3, 4], [5]]  # no overlap, nothing missed
+
+    rev = await sub.history(limit=-1, reverse=True)
+    assert [p.offset for p in rev.publications] == [5, 4, 3, 2, 1]
+    rev_page = await sub.history(limit=2, reverse=True, since=StreamPosition(offset=4, epoch=epoch))
+    assert [p.offset for p in rev_page.publications] == [3, 2]
+
+    with pytest.raises(ReplyError) as exc:
+        await sub.history(limit=-1, since=StreamPosition(offset=1, epoch="wrong-epoch"))
+    assert exc.value.code == 112
+
+
+async def test_presence_and_presence_stats(server: ServerProcess, clients: Clients) -> None:
+    c1, _ = await clients.connect(server, "42")
+    c2, _ = await clients.connect(server, "43")
+    sub1, _, _ = await subscribe(c1, "room")
+    await subscribe(c2, "room")
+
+    presence = await sub1.presence()
+    assert set(presence.clients) == {c1.client_id, c2.client_id}
+    assert {k: v.user for k, v in presence.clients.items()} == {
+        c1.client_id: "42",
+        c2.client_id: "43",
+    }
+    assert all(k == v.client for k, v in presence.clients.items())
+    stats = await sub1.presence_stats()
+    assert (stats.num_clients, stats.num_users) == (2, 2)
+
+    c3, _ = await clients.connect(server, "42")  # same user, second connection
+    await subscribe(c3, "room")
+    stats = await sub1.presence_stats()
+    assert (stats.num_clients, stats.num_users) == (3, 2)
+
+
+async def test_join_and_leave_events(server: ServerProcess, clients: Clients) -> None:
+    watcher, _ = await clients.connect(server, "42")
+    _, watch_events, _ = await subscribe(watcher, "lobby")
+    other, _ = await clients.connect(server, "43")
+
+    def not_self(info: Any) -> bool:
+        return bool(info.client != watcher.client_id)
+
+    other_sub, _, _ = await subscribe(other, "lobby")
+    join = await next_item(watch_events.joins, not_self)
+    assert (join.user, join.client) == ("43", other.client_id)
+
+    await other_sub.unsubscribe()
+    leave = await next_item(watch_events.leaves, not_self)
+    assert (leave.user, leave.client) == ("43", other.client_id)
+
+    await other_sub.subscribe()
+    join = await next_item(watch_events.joins, not_self)
+    assert join.client == other.client_id
+    await other.disconnect()  # a closed connection leaves its channels too
+    leave = await next_item(watch_events.leaves, not_self)
+    assert (leave.user, leave.client) == ("43", join.client)
+
+
+async def test_recovery_after_dropped_connection(server: ServerProcess, clients: Clients) -> None:
+    client, events = await clients.connect(server)
+    _, sub_events, ctx = await subscribe(client, "recover")
+    epoch = ctx.stream_position.epoch
+    assert (await api_publish(server, "recover", {"n": 1}))["offset"] == 1
+    assert (await next_item(sub_events.publications)).data == {"n": 1}
+
+    release = await drop_transport(client, events)
+    for n in (2, 3, 4):
+        assert (await api_publish(server, "recover", {"n": n}))["offset"] == n
+    release()
+
+    resub = await next_item(sub_events.subscribed)
+    assert (resub.was_recovering, resub.recovered) == (True, True)
+    assert resub.stream_position.epoch == epoch
+    assert resub.stream_position.offset == 1  # spec 6.3: the client's own position
+    missed = [await next_item(sub_events.publications) for _ in range(3)]
+    assert [(p.offset, p.data) for p in missed] == [(n, {"n": n}) for n in (2, 3, 4)]
+
+    await api_publish(server, "recover", {"n": 5})
+    live = await next_item(sub_events.publications)
+    assert (live.offset, live.data) == (5, {"n": 5})  # no duplicate of a recovered one
+    assert sub_events.publications.empty()
+
+
+async def test_recovery_fails_when_history_too_short(
+    server: ServerProcess, clients: Clients
+) -> None:
+    channel = "smallhistory:feed"
+    client, events = await clients.connect(server)
+    _, sub_events, ctx = await subscribe(client, channel)
+    assert ctx.recoverable is True
+    await api_publish(server, channel, {"n": 1})
+    assert (await next_item(sub_events.publications)).offset == 1
+
+    release = await drop_transport(client, events)
+    for n in range(2, 7):
+        await api_publish(server, channel, {"n": n})
+    release()
+
+    resub = await next_item(sub_events.subscribed)
+    assert (resub.was_recovering, resub.recovered) == (True, False)
+    assert resub.stream_position.offset == 6  # the stream top on failure
+    await api_publish(server, channel, {"n": 7})
+    live = await next_item(sub_events.publications)
+    assert (live.offset, live.data) == (7, {"n": 7})  # nothing from the lost window came
+
+
+BAD_TOKENS = {
+    "garbage": ("invalid_token", 3500),
+    "wrong_secret": (make_token("42", secret="not-the-secret"), 3500),
+    "channel_claim": (make_token("42", channel="news"), 3500),
+    "no_token": ("", 3501),
+}
+
+
+@pytest.mark.parametrize(("token", "code"), BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+async def test_bad_credentials_disconnect(
+    server: ServerProcess, clients: Clients, token: str, code: int
+) -> None:
+    client, events = clients.new(server, token)
+    await client.connect()
+    ctx = await next_item(events.disconnected)
+    assert ctx.code == code
+    assert client.state == ClientState.DISCONNECTED
+    assert events.connected.empty()
+
+
+async def test_expired_token_without_get_token(server: ServerProcess, clients: Clients) -> None:
+    client, events = clients.new(server, make_token("42", exp=int(time.time()) - 10))
+    await client.connect()
+    err = await next_item(events.errors, lambda e: isinstance(e.error, ReplyError))
+    assert err.error.code == 109  # "token expired" reply to connect
+    ctx = await next_item(events.disconnected)
+    assert ctx.code == SDK_UNAUTHORIZED  # the SDK has no get_token to refresh with
+    assert events.connected.empty()
+
+
+async def test_expired_token_refreshed_with_get_token(
+    server: ServerProcess, clients: Clients
+) -> None:
+    calls: list[str] = []
+
+    async def get_token() -> str:
+        calls.append("called")
+        return make_token("42")
+
+    expired = make_token("42", exp=int(time.time()) - 10)
+    client, events = clients.new(server, expired, get_token=get_token)
+    await client.connect()
+    await next_item(events.connected)
+    err = await next_item(events.errors)
+    assert isinstance(err.error, ReplyError)
+    assert err.error.code == 109
+    assert calls == ["called"]
+
+
+@pytest.mark.parametrize("token", ["", "invalid_token"], ids=["no_token", "invalid_token"])
+async def test_private_channel_denied(server: ServerProcess, clients: Clients, token: str) -> None:
+    client, _ = await clients.connect(server)
+    events = SubEvents()
+    sub = client.new_subscription("private:x", events=events, token=token)
+    await sub.subscribe()
+    ctx = await next_item(events.unsubscribed)
+    assert ctx.code == 103
+    assert sub.state == SubscriptionState.UNSUBSCRIBED
+    assert events.subscribed.empty()
+    assert client.state == ClientState.CONNECTED
+
+
+async def test_private_channel_with_sub_token(server: ServerProcess, clients: Clients) -> None:
+    client, _ = await clients.connect(server)
+    sub, _, _ = await subscribe(client, "private:x", token=make_token("42", channel="private:x"))
+    assert sub.state == SubscriptionState.SUBSCRIBED
+
+
+async def test_sub_token_for_other_channel_disconnects(
+    server: ServerProcess, clients: Clients
+) -> None:
+    client, events = await clients.connect(server)
+    sub = client.new_subscription("private:x", token=make_token("42", channel="private:y"))
+    await sub.subscribe()
+    assert (await next_item(events.disconnected)).code == 3500
+
+
+async def test_client_command_errors(server: ServerProcess, clients: Clients) -> None:
+    client, _ = await clients.connect(server)
+    with pytest.raises(ReplyError) as exc:
+        await client.publish("undefined:channel", {"a": 1})
+    assert exc.value.code == 102  # unknown namespace
+    with pytest.raises(ReplyError) as exc:
+        await client.publish("private:x", {"a": 1})
+    assert exc.value.code == 103  # no publish permission in `private`
+    with pytest.raises(ReplyError) as exc:
+        await client.rpc("any_method", {})
+    assert exc.value.code == 108  # no RPC handler
+    assert client.state == ClientState.CONNECTED
+
+
+async def test_api_disconnect_with_reconnect_code(server: ServerProcess, clients: Clients) -> None:
+    client, events = await clients.connect(server, "42")
+    first_id = client.client_id
+    reply = await api(
+        server,
+        "disconnect",
+        {"user": "42", "disconnect": {"code": 3011, "reason": "force reconnect"}},
+    )
+    assert reply == {"result": {}}
+    ctx = await next_item(events.connecting, lambda c: c.code != 0)
+    assert (ctx.code, ctx.reason) == (3011, "force reconnect")
+    again = await next_item(events.connected)
+    assert again.client != first_id
+    assert events.disconnected.empty()
+
+
+async def test_api_disconnect_default_is_terminal(server: ServerProcess, clients: Clients) -> None:
+    client, events = await clients.connect(server, "42")
+    bystander, bystander_events = await clients.connect(server, "43")
+    assert await api(server, "disconnect", {"user": "42"}) == {"result": {}}
+    ctx = await next_item(events.disconnected)
+    assert (ctx.code, ctx.reason) == (3503, "force disconnect")
+    assert client.state == ClientState.DISCONNECTED
+    assert bystander.state == ClientState.CONNECTED
+    assert bystander_events.disconnected.empty()
