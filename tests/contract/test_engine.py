@@ -1,0 +1,162 @@
+"""The engine contract (see the guarantees in ``tidings.engine.base``)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tests.contract.conftest import EngineEnv
+from tidings.engine.base import HistoryOptions
+from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
+
+OPTS = HistoryOptions(size=5, ttl=60.0, meta_ttl=3600.0)
+
+
+def pub(n: int) -> Publication:
+    return Publication(data=msgspec.Raw(b'{"n":%d}' % n))
+
+
+def data_of(p: Publication) -> bytes:
+    return bytes(p.data)
+
+
+async def test_publish_without_history_has_no_offset(engine_env: EngineEnv) -> None:
+    position, suppressed = await engine_env.engine.publish("a", pub(1))
+    assert position == StreamPosition()
+    assert not suppressed
+    assert [(c, data_of(p)) for c, p, _ in engine_env.events.publications] == [("a", b'{"n":1}')]
+
+
+async def test_offsets_grow_and_epoch_is_stable(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    positions = [(await engine.publish("a", pub(i), history=OPTS))[0] for i in range(1, 4)]
+    assert [p.offset for p in positions] == [1, 2, 3]
+    assert len({p.epoch for p in positions}) == 1
+    assert positions[0].epoch
+    delivered = [(p.offset, pos.offset) for _, p, pos in engine_env.events.publications]
+    assert delivered == [(1, 1), (2, 2), (3, 3)]
+
+
+async def test_reading_creates_the_stream_and_its_epoch_sticks(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    pubs, top = await engine.history("fresh", options=OPTS, limit=0)
+    assert pubs == []
+    assert top.offset == 0 and top.epoch
+    position, _ = await engine.publish("fresh", pub(1), history=OPTS)
+    assert position == StreamPosition(offset=1, epoch=top.epoch)
+
+
+async def test_history_limit_since_reverse(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    for i in range(1, 6):
+        await engine.publish("h", pub(i), history=OPTS)
+    everything, top = await engine.history("h", options=OPTS, limit=-1)
+    assert [p.offset for p in everything] == [1, 2, 3, 4, 5]
+    assert top.offset == 5
+    first_two, _ = await engine.history("h", options=OPTS, limit=2)
+    assert [p.offset for p in first_two] == [1, 2]
+    newest_two, _ = await engine.history("h", options=OPTS, limit=2, reverse=True)
+    assert [p.offset for p in newest_two] == [5, 4]
+    after_two, _ = await engine.history(
+        "h", options=OPTS, limit=2, since=StreamPosition(offset=2, epoch=top.epoch)
+    )
+    assert [p.offset for p in after_two] == [3, 4]
+    before_four, _ = await engine.history(
+        "h", options=OPTS, limit=-1, since=StreamPosition(offset=4), reverse=True
+    )
+    assert [p.offset for p in before_four] == [3, 2, 1]
+    none, top2 = await engine.history("h", options=OPTS, limit=0)
+    assert none == [] and top2 == top
+    assert [data_of(p) for p in everything] == [b'{"n":%d}' % i for i in range(1, 6)]
+
+
+async def test_window_keeps_last_size_items(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    for i in range(1, 9):
+        await engine.publish("w", pub(i), history=OPTS)
+    pubs, top = await engine.history("w", options=OPTS, limit=-1)
+    assert [p.offset for p in pubs] == [4, 5, 6, 7, 8]
+    assert top.offset == 8
+    since_old, _ = await engine.history("w", options=OPTS, limit=-1, since=StreamPosition(1))
+    assert [p.offset for p in since_old] == [4, 5, 6, 7, 8]
+
+
+async def test_ttl_drops_items_but_keeps_position(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    for i in range(1, 4):
+        await engine.publish("t", pub(i), history=OPTS)
+    _, before = await engine.history("t", options=OPTS, limit=0)
+    await engine_env.advance(OPTS.ttl + 1)
+    pubs, after = await engine.history("t", options=OPTS, limit=-1)
+    assert pubs == []
+    assert after == before
+    position, _ = await engine.publish("t", pub(4), history=OPTS)
+    assert position == StreamPosition(offset=4, epoch=before.epoch)
+
+
+async def test_meta_ttl_expiry_starts_a_new_epoch(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    await engine.publish("m", pub(1), history=OPTS)
+    _, before = await engine.history("m", options=OPTS, limit=0)
+    await engine_env.advance(OPTS.meta_ttl + 1)
+    _, after = await engine.history("m", options=OPTS, limit=0)
+    assert after.offset == 0
+    assert after.epoch != before.epoch
+
+
+async def test_remove_history_keeps_position(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    for i in range(1, 4):
+        await engine.publish("r", pub(i), history=OPTS)
+    await engine.remove_history("r")
+    pubs, top = await engine.history("r", options=OPTS, limit=-1)
+    assert pubs == []
+    assert top.offset == 3
+    position, _ = await engine.publish("r", pub(4), history=OPTS)
+    assert position.offset == 4 and position.epoch == top.epoch
+
+
+async def test_idempotency_key_suppresses_repeat(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    first, suppressed1 = await engine.publish("i", pub(1), history=OPTS, idempotency_key="k")
+    again, suppressed2 = await engine.publish("i", pub(1), history=OPTS, idempotency_key="k")
+    other, _ = await engine.publish("i", pub(2), history=OPTS, idempotency_key="k2")
+    assert (suppressed1, suppressed2) == (False, True)
+    assert again == first
+    assert other.offset == 2
+    assert len(engine_env.events.publications) == 2
+    await engine_env.advance(301)
+    later, suppressed3 = await engine.publish("i", pub(1), history=OPTS, idempotency_key="k")
+    assert not suppressed3 and later.offset == 3
+
+
+async def test_presence_and_stats(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    await engine.add_presence("p", "c1", ClientInfo(user="u1", client="c1"))
+    await engine.add_presence("p", "c2", ClientInfo(user="u1", client="c2"))
+    await engine.add_presence("p", "c3", ClientInfo(user="", client="c3"))
+    await engine.add_presence("p", "c3", ClientInfo(user="", client="c3"))  # refresh, not a dup
+    presence = await engine.presence("p")
+    assert sorted(presence) == ["c1", "c2", "c3"]
+    assert presence["c1"].user == "u1"
+    stats = await engine.presence_stats("p")
+    assert (stats.num_clients, stats.num_users) == (3, 2)
+    await engine.remove_presence("p", "c1", "u1")
+    await engine.remove_presence("p", "c3", "")
+    stats = await engine.presence_stats("p")
+    assert (stats.num_clients, stats.num_users) == (1, 1)
+    await engine.remove_presence("p", "c2", "u1")
+    assert await engine.presence("p") == {}
+    empty = await engine.presence_stats("p")
+    assert (empty.num_clients, empty.num_users) == (0, 0)
+
+
+async def test_join_leave_and_control_reach_the_handler(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    info = ClientInfo(user="u", client="c")
+    await engine.subscribe("j")
+    await engine.publish_join("j", info)
+    await engine.publish_leave("j", info)
+    await engine.publish_control(b"ctl")
+    assert engine_env.events.joins == [("j", info)]
+    assert engine_env.events.leaves == [("j", info)]
+    assert engine_env.events.controls == [b"ctl"]
