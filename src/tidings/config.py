@@ -324,7 +324,10 @@ def _env_value(text: str, tp: Any) -> Any:
     if getattr(tp, "__origin__", None) is list:
         stripped = text.strip()
         if stripped.startswith("["):
-            return json.loads(stripped)
+            try:
+                return json.loads(stripped)
+            except ValueError as exc:
+                raise ConfigError(f"invalid JSON list in environment variable: {exc}") from exc
         return stripped.split()
     return text
 
@@ -356,7 +359,10 @@ def _env_into(
 def _env_namespaces(value: str, prefix: str, env: Mapping[str, str]) -> list[Any]:
     stripped = value.strip()
     if stripped.startswith("["):
-        loaded = json.loads(stripped)
+        try:
+            loaded = json.loads(stripped)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}: invalid JSON: {exc}") from exc
         if not isinstance(loaded, list):
             raise ConfigError(f"{prefix} must be a JSON array or space-separated names")
         return loaded
@@ -445,7 +451,7 @@ def validate(config: Config) -> None:
     seen: set[str] = set()
     for i, ns in enumerate(config.channel.namespaces):
         where = f"channel.namespaces[{i}]"
-        if not _NAMESPACE_NAME_RE.match(ns.name):
+        if not _NAMESPACE_NAME_RE.fullmatch(ns.name):
             raise ConfigError(f"invalid value for '{where}.name': {ns.name!r} must match "
                               f"{_NAMESPACE_NAME_RE.pattern}")
         if ns.name in seen:

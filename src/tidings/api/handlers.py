@@ -342,7 +342,7 @@ class ApiHandler:
                 sub_req = SubscribeRequest(channel=req.channel, recover=True,
                                            offset=req.recover_since.offset,
                                            epoch=req.recover_since.epoch)
-            sub = client.session._grant(req.channel, opts, sub_req, {}, server_side=True)
+            sub = client.session.grant(req.channel, opts, sub_req, {}, server_side=True)
             sub.chan_info = info or None
             sub.expires_at = req.expire_at
             decision = SubscribeDecision(

@@ -77,6 +77,7 @@ class Node:
         self._timers: list[tuple[float, int, int, Client, str]] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._tick = 0
         self._clock: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = time.time()
@@ -149,7 +150,9 @@ class Node:
         self.clients[client.client_id] = client
         self.users.setdefault(client.user, {})[client] = None
         if self.config.client.ping_interval > 0:
-            bucket = random.randrange(len(self._ping_buckets))
+            # First ping between ping/2 and ping seconds from now, then every ping seconds.
+            n = len(self._ping_buckets)
+            bucket = (self._tick + random.randint((n + 1) // 2, n)) % n
             self._ping_buckets[bucket][client] = None
             self._ping_bucket_of[client] = bucket
         if client.session.expires_at:
@@ -312,6 +315,7 @@ class Node:
                 log.exception("timer tick failed")
 
     def tick(self, tick: int, now: float) -> None:
+        self._tick = tick
         bucket = self._ping_buckets[tick % len(self._ping_buckets)]
         pong_timeout = self.config.client.pong_timeout
         for client in list(bucket):

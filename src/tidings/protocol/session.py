@@ -261,7 +261,7 @@ class Session:
         for ch, sub_opts in server_side.items():
             req_sub = requested.get(ch) or SubscribeRequest(channel=ch)
             opts = self.rules.options(ch)  # unknown namespace -> 102
-            sub = self._grant(ch, opts, req_sub, sub_opts.override, server_side=True)
+            sub = self.grant(ch, opts, req_sub, sub_opts.override, server_side=True)
             sub.chan_info = sub_opts.info
             decision.subs.append(
                 SubscribeDecision(
@@ -280,7 +280,7 @@ class Session:
 
     # ---------------------------------------------------------------- subscribe
 
-    def _grant(
+    def grant(
         self,
         channel: str,
         opts: ChannelOptions,
@@ -350,7 +350,7 @@ class Session:
             chan_info, data = token.options.info, token.options.data
         elif not self.rules.can_subscribe_without_token(channel, opts, self.user):
             raise ErrorCode.PERMISSION_DENIED
-        sub = self._grant(channel, opts, req, override, server_side=False)
+        sub = self.grant(channel, opts, req, override, server_side=False)
         sub.chan_info = chan_info
         sub.expires_at = expires_at
         return SubscribeDecision(

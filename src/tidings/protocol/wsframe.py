@@ -58,7 +58,9 @@ def build_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
 
 
 def build_close(code: int, reason: str) -> bytes:
-    body = struct.pack("!H", code) + reason.encode("utf-8")[:123]
+    # At most 123 bytes of reason, cut on a character boundary so it stays valid UTF-8.
+    text = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    body = struct.pack("!H", code) + text
     return build_frame(body, OP_CLOSE)
 
 
@@ -145,7 +147,7 @@ class FrameParser:
                     self._frag_op = opcode
             else:
                 raise FrameError(1002, "unknown opcode")
-        if pos < end and end - pos > self._max_size + 14:
+        if pos < end and end - pos > max(self._max_size, 125) + 14:
             raise FrameError(1009, "message too big")
         self._buf = buf[pos:] if pos < end else b""
         return out
