@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class ServerProcess:
     port: int
     config: dict[str, Any]
     log_lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def http_url(self) -> str:
@@ -121,16 +123,25 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(timeout=5)
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
         return self.proc.returncode
 
 
 def start_server(
-    tmp_path: Path, config: dict[str, Any], *, extra_args: list[str] | None = None
+    tmp_path: Path,
+    config: dict[str, Any],
+    *,
+    extra_args: list[str] | None = None,
+    env_vars: dict[str, str] | None = None,
 ) -> ServerProcess:
     cfg_path = tmp_path / f"tidings-{time.monotonic_ns()}.json"
     cfg_path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(env_vars or {})
     cmd = [sys.executable, "-m", "tidings", "serve", "--config", str(cfg_path), "--port", "0"]
     cmd += extra_args or []
     proc = subprocess.Popen(
@@ -157,14 +168,13 @@ def start_server(
 
 
 def _drain_in_background(server: ServerProcess) -> None:
-    import threading
-
     def pump() -> None:
         assert server.proc.stdout is not None
         for line in server.proc.stdout:
             server.log_lines.append(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    server.reader = threading.Thread(target=pump, daemon=True)
+    server.reader.start()
 
 
 @pytest.fixture
@@ -179,9 +189,10 @@ def tidings_server(
         *,
         config: dict[str, Any] | None = None,
         extra_args: list[str] | None = None,
+        env_vars: dict[str, str] | None = None,
     ) -> ServerProcess:
         cfg = config if config is not None else deep_merge(BASE_CONFIG, overrides or {})
-        server = start_server(tmp_path, cfg, extra_args=extra_args)
+        server = start_server(tmp_path, cfg, extra_args=extra_args, env_vars=env_vars)
         started.append(server)
         return server
 

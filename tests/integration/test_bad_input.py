@@ -8,11 +8,14 @@ receives publications, and that the server process is still alive.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,8 +27,47 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
 
 T = 5.0 * TIMEOUT_FACTOR
+# The client answers the server's close frame at once, so a server that closes the TCP connection
+# when that answer arrives finishes the handshake in milliseconds. The server's own fallback
+# (§1.2: "waits up to 5 s for the closing handshake") must not be what ends it.
+CLOSE_HANDSHAKE_WAIT = 3.0 * TIMEOUT_FACTOR
 Json = dict[str, Any]
 Frame = str | bytes
+
+
+def release(*servers: ServerProcess) -> None:
+    """Stop the servers and close their stdout pipes. Workaround: conftest never closes
+    ``proc.stdout``; the open pipe's ResourceWarning at GC becomes an error (filterwarnings) in
+    the next test. Harmless once the conftest does it (stop/close are idempotent)."""
+    for srv in servers:
+        srv.stop()
+    for thread in threading.enumerate():
+        if thread.name.endswith("(pump)"):  # conftest's log reader; ends at EOF
+            thread.join(timeout=5 * TIMEOUT_FACTOR)
+    if not any(t.name.endswith("(pump)") for t in threading.enumerate()):
+        for srv in servers:
+            if srv.proc.stdout is not None:
+                srv.proc.stdout.close()
+
+
+@pytest.fixture
+def srv(server: ServerProcess) -> Iterator[ServerProcess]:
+    yield server
+    release(server)
+
+
+@pytest.fixture
+def make_server(
+    tidings_server: Callable[..., ServerProcess],
+) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def factory(overrides: dict[str, Any]) -> ServerProcess:
+        started.append(tidings_server(overrides=overrides))
+        return started[-1]
+
+    yield factory
+    release(*started)
 
 
 def uid(prefix: str) -> str:
@@ -75,11 +117,10 @@ class RawClient:
             assert msg.get("id") == cmd_id, f"unexpected message {msg} while waiting for {cmd_id}"
             return msg
 
-    async def expect_close(self) -> tuple[int, str]:
-        """Read until the server closes; return the close code and reason it sent.
-
-        Messages other than pings that arrive before the close are kept in ``self.inbox``.
-        """
+    async def expect_close(self, within: float = T) -> tuple[int, str]:
+        """Read until the connection is gone (websockets' ``recv`` raises only after the whole
+        closing handshake); return the close code and reason the server sent. Other messages that
+        arrive first are kept in ``self.inbox``."""
 
         async def drain() -> tuple[int, str]:
             try:
@@ -89,7 +130,7 @@ class RawClient:
                 assert exc.rcvd is not None, f"server closed without a close frame: {exc!r}"
                 return exc.rcvd.code, exc.rcvd.reason
 
-        return await asyncio.wait_for(drain(), T)
+        return await asyncio.wait_for(drain(), within)
 
 
 @asynccontextmanager
@@ -101,12 +142,9 @@ async def raw_client(srv: ServerProcess) -> AsyncIterator[RawClient]:
         await ws.close()
 
 
-async def connect_ok(client: RawClient, user: str = "42") -> Json:
+async def connect_ok(client: RawClient, user: str = "42") -> None:
     reply = await client.command(connect={"token": make_token(user)})
-    assert "connect" in reply, reply
-    assert reply["connect"]["client"]
-    result: Json = reply["connect"]
-    return result
+    assert "connect" in reply and reply["connect"]["client"], reply
 
 
 async def api_call(srv: ServerProcess, method: str, body: Json) -> Json:
@@ -208,13 +246,13 @@ CLOSE_CASES: list[tuple[str, bool, list[Frame], int, str | None]] = [
     [pytest.param(*case[1:], id=case[0]) for case in CLOSE_CASES],
 )
 async def test_bad_frame_closes_connection(
-    server: ServerProcess,
+    srv: ServerProcess,
     connect_first: bool,
     frames: list[Frame],
     code: int,
     reason: str | None,
 ) -> None:
-    async with witness(server) as w, raw_client(server) as bad:
+    async with witness(srv) as w, raw_client(srv) as bad:
         if connect_first:
             await connect_ok(bad)
         try:
@@ -222,21 +260,27 @@ async def test_bad_frame_closes_connection(
                 await bad.send(frame)
         except ConnectionClosed:
             pass  # the server may close while a big frame is still being written
-        got_code, got_reason = await bad.expect_close()
+        try:
+            got_code, got_reason = await bad.expect_close(CLOSE_HANDSHAKE_WAIT)
+        except TimeoutError:
+            raise AssertionError(
+                f"closing handshake not finished within {CLOSE_HANDSHAKE_WAIT}s (the server"
+                f" did not close TCP after our close reply); log:\n{srv.log_text()[-3000:]}"
+            ) from None
         assert got_code == code, (got_code, got_reason)
         if reason is not None:
             assert got_reason == reason
         assert list(bad.inbox) == [], "nothing but the close frame was expected"
         await w.assert_receives()
     if code >= 3000:
-        await assert_log_mentions(server, str(code), reason or str(code))
-    assert server.proc.poll() is None
+        await assert_log_mentions(srv, str(code), reason or str(code))
+    assert srv.proc.poll() is None
 
 
 async def test_expired_token_gets_109_and_connection_becomes_unusable(
-    server: ServerProcess,
+    srv: ServerProcess,
 ) -> None:
-    async with witness(server) as w, raw_client(server) as bad:
+    async with witness(srv) as w, raw_client(srv) as bad:
         expired = make_token("42", exp=int(time.time()) - 10)
         reply = await bad.command(connect={"token": expired})
         assert reply == {"id": 1, "error": {"code": 109, "message": "token expired"}}
@@ -244,7 +288,7 @@ async def test_expired_token_gets_109_and_connection_becomes_unusable(
         await bad.send(json.dumps({"id": 2, "subscribe": {"channel": "news"}}))
         assert await bad.expect_close() == (3501, "bad request")
         await w.assert_receives()
-    assert server.proc.poll() is None
+    assert srv.proc.poll() is None
 
 
 # (case id, channel to subscribe after a valid connect, expected error code and message)
@@ -261,9 +305,9 @@ SUBSCRIBE_ERROR_CASES: list[tuple[str, str, int, str]] = [
     [pytest.param(*case[1:], id=case[0]) for case in SUBSCRIBE_ERROR_CASES],
 )
 async def test_subscribe_error_reply_keeps_connection(
-    server: ServerProcess, channel: str, code: int, message: str
+    srv: ServerProcess, channel: str, code: int, message: str
 ) -> None:
-    async with witness(server) as w, raw_client(server) as client:
+    async with witness(srv) as w, raw_client(srv) as client:
         await connect_ok(client)
         reply = await client.command(subscribe={"channel": channel})
         assert reply == {"id": 2, "error": {"code": code, "message": message}}
@@ -271,11 +315,88 @@ async def test_subscribe_error_reply_keeps_connection(
         ok = await client.command(subscribe={"channel": uid("fine")})
         assert "subscribe" in ok, ok
         await w.assert_receives()
-    assert server.proc.poll() is None
+    assert srv.proc.poll() is None
 
 
-async def test_channel_max_length_boundary(server: ServerProcess) -> None:
-    async with raw_client(server) as client:
+def _mask(data: bytes, key: bytes) -> bytes:
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+async def test_oversized_frame_close_handshake_with_raw_socket(srv: ServerProcess) -> None:
+    """1009 at the exact limit (65537 bytes), checked byte by byte on a raw TCP socket.
+
+    The client finishes sending the oversized frame and answers the server's close frame in the
+    same write, as a real client may. The server must end the TCP connection promptly (either
+    at once, or on seeing the close reply), not parse the rest of the payload as frames.
+    """
+    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /connection/websocket HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), T)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+        size = 65_536 + 1
+        mask = os.urandom(4)
+        prefix, suffix = b'{"id":1,"connect":{"data":"', b'"}}'
+        body = _mask(prefix + b"z" * (size - len(prefix) - len(suffix)) + suffix, mask)
+        assert len(body) == size
+        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big") + mask
+        writer.write(header + body[:1000])
+        await writer.drain()
+
+        first = await asyncio.wait_for(reader.readexactly(2), T)
+        assert first[0] == 0x88, f"expected an unmasked FIN close frame, got {first!r}"
+        assert first[1] < 126
+        close_payload = await asyncio.wait_for(reader.readexactly(first[1]), T)
+        assert int.from_bytes(close_payload[:2], "big") == 1009
+
+        close_mask = os.urandom(4)
+        close_reply = bytes([0x88, 0x82]) + close_mask + _mask(close_payload[:2], close_mask)
+        try:
+            writer.write(body[1000:] + close_reply)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the server already dropped the connection: fine
+
+        async def until_eof() -> bytes:
+            try:
+                return await reader.read()
+            except ConnectionError:
+                return b""
+
+        try:
+            rest = await asyncio.wait_for(until_eof(), CLOSE_HANDSHAKE_WAIT)
+        except TimeoutError:
+            raise AssertionError(
+                f"TCP still open {CLOSE_HANDSHAKE_WAIT}s after the 1009 close frame and our "
+                f"close reply; log:\n{srv.log_text()[-3000:]}"
+            ) from None
+        assert rest == b"", f"nothing may follow the close frame, got {rest[:100]!r}"
+    finally:
+        writer.close()
+    assert srv.proc.poll() is None
+
+
+async def test_message_at_size_limit_is_accepted(srv: ServerProcess) -> None:
+    async with raw_client(srv) as client:
+        await connect_ok(client)
+        channel = uid("big")
+        base = json.dumps({"id": 2, "publish": {"channel": channel, "data": {"pad": ""}}})
+        frame = base.replace('"pad": ""', '"pad": "' + "p" * (65_536 - len(base)) + '"')
+        assert len(frame.encode()) == 65_536
+        await client.send(frame)
+        assert await client.reply(2) == {"id": 2, "publish": {}}
+
+
+async def test_channel_max_length_boundary(srv: ServerProcess) -> None:
+    async with raw_client(srv) as client:
         await connect_ok(client)
         ok = await client.command(subscribe={"channel": "d" * 255})
         assert "subscribe" in ok, ok
@@ -283,8 +404,8 @@ async def test_channel_max_length_boundary(server: ServerProcess) -> None:
         assert too_long == {"id": 3, "error": {"code": 107, "message": "bad request"}}
 
 
-async def test_subscribe_twice_gets_105(server: ServerProcess) -> None:
-    async with witness(server) as w, raw_client(server) as client:
+async def test_subscribe_twice_gets_105(srv: ServerProcess) -> None:
+    async with witness(srv) as w, raw_client(srv) as client:
         await connect_ok(client)
         channel = uid("twice")
         first = await client.command(subscribe={"channel": channel})
@@ -292,18 +413,18 @@ async def test_subscribe_twice_gets_105(server: ServerProcess) -> None:
         again = await client.command(subscribe={"channel": channel})
         assert again == {"id": 3, "error": {"code": 105, "message": "already subscribed"}}
         # The first subscription is still in place and delivers.
-        res = await api_call(server, "publish", {"channel": channel, "data": {"still": "here"}})
+        res = await api_call(srv, "publish", {"channel": channel, "data": {"still": "here"}})
         assert "result" in res, res
         push = await wait_pub(client, channel, {"still": "here"})
         assert push["pub"]["offset"] == res["result"]["offset"]
         await w.assert_receives()
-    assert server.proc.poll() is None
+    assert srv.proc.poll() is None
 
 
 async def test_too_many_subscriptions_gets_106(
-    tidings_server: Callable[..., ServerProcess],
+    make_server: Callable[..., ServerProcess],
 ) -> None:
-    srv = tidings_server(overrides={"client": {"channel_limit": 3}})
+    srv = make_server({"client": {"channel_limit": 3}})
     async with witness(srv) as w, raw_client(srv) as client:
         await connect_ok(client)
         channels = [uid("lim") for _ in range(3)]
@@ -321,8 +442,8 @@ async def test_too_many_subscriptions_gets_106(
     assert srv.proc.poll() is None
 
 
-async def test_http_api_bad_input(tidings_server: Callable[..., ServerProcess]) -> None:
-    srv = tidings_server(overrides={"health": {"enabled": True}})
+async def test_http_api_bad_input(make_server: Callable[..., ServerProcess]) -> None:
+    srv = make_server({"health": {"enabled": True}})
     async with (
         witness(srv) as w,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as session,

@@ -136,20 +136,24 @@ class Client:
         self._after_enqueue(len(shared.payload))
 
     def _after_enqueue(self, size: int) -> None:
+        # No size check here: this runs inside the fan-out loop, which must not change the
+        # hub under itself. The slow-consumer check happens in flush().
         self._pending_bytes += size
-        if self._pending_bytes > self.node.config.client.queue_max_size:
-            log.info("client %s is too slow (%d bytes queued): disconnecting",
-                     self.client_id, self._pending_bytes)
-            self.close(Disconnect.SLOW, flush=False)
-            return
         if not self._dirty:
             self._dirty = True
             self.node.schedule_flush(self)
 
     def flush(self) -> None:
-        """Write everything pending as one transport frame (called by the node)."""
+        """Write everything pending as one transport frame (called by the node once per loop
+        iteration). A client whose unsent bytes pass ``client.queue_max_size`` while the socket
+        is backed up is disconnected with 3008."""
         self._dirty = False
-        if self._paused or not self._pending or self._closed:
+        if not self._pending or self._closed:
+            return
+        limit = self.node.config.client.queue_max_size
+        if self._paused:
+            if self._pending_bytes + self.transport.buffer_size() > limit:
+                self._slow()
             return
         pending = self._pending
         if len(pending) == 1:
@@ -165,6 +169,11 @@ class Client:
         self._pending_bytes = 0
         self._shared = None
         self.transport.write(data)
+
+    def _slow(self) -> None:
+        log.info("client %s is too slow (%d bytes queued): disconnecting",
+                 self.client_id, self._pending_bytes + self.transport.buffer_size())
+        self.close(Disconnect.SLOW, flush=False)
 
     def pause_writing(self) -> None:
         self._paused = True

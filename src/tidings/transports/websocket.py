@@ -72,6 +72,9 @@ class WebSocketTransport:
                 self.client.close(Disconnect.MESSAGE_SIZE_LIMIT)
             else:
                 self.client.close(Disconnect(exc.code, exc.reason))
+            # The stream cannot be parsed past this point: fail the connection (RFC 6455
+            # §7.1.7) once the close frame is flushed, instead of waiting for the peer's reply.
+            self._transport.close()
             return
         for opcode, payload in messages:
             if opcode == wsframe.OP_TEXT or opcode == wsframe.OP_BINARY:

@@ -1,0 +1,244 @@
+"""Process-level behaviour: CLI helpers, config errors, shutdown, pings, slow consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import ServerProcess, make_token
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", *args],
+        capture_output=True, text=True, timeout=30, env=full_env,
+    )
+
+
+def api(srv: ServerProcess, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"{srv.api_url}/{method}", data=json.dumps(body).encode(),
+        headers={"X-API-Key": srv.api_key},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+    return result
+
+
+async def connect_and_subscribe(srv: ServerProcess, channel: str) -> ClientConnection:
+    ws = await connect(srv.ws_url)
+    await ws.send(json.dumps({"id": 1, "connect": {"token": make_token("42")}}))
+    await ws.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
+    while True:
+        for line in str(await asyncio.wait_for(ws.recv(), 5)).split("\n"):
+            if json.loads(line).get("id") == 2:
+                return ws
+
+
+async def recv_pub(ws: ClientConnection, channel: str) -> Any:
+    while True:
+        for line in str(await asyncio.wait_for(ws.recv(), 5)).split("\n"):
+            msg = json.loads(line)
+            pub = msg.get("push", {})
+            if pub.get("channel") == channel and "pub" in pub:
+                return pub["pub"]["data"]
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_version_genconfig_checkconfig_gentoken(tmp_path: Path) -> None:
+    out = run_cli("version")
+    assert out.returncode == 0 and out.stdout.startswith("tidings ")
+    cfg = tmp_path / "config.json"
+    out = run_cli("genconfig", "-o", str(cfg))
+    assert out.returncode == 0, out.stderr
+    generated = json.loads(cfg.read_text())
+    secret = generated["client"]["token"]["hmac_secret_key"]
+    assert len(secret) >= 32 and generated["http_api"]["key"]
+    assert run_cli("genconfig", "-o", str(cfg)).returncode == 1  # no silent overwrite
+    out = run_cli("checkconfig", "--config", str(cfg))
+    assert out.returncode == 0 and "config is valid" in out.stdout
+    out = run_cli("gentoken", "--config", str(cfg), "-u", "42", "-t", "60")
+    assert out.returncode == 0
+    claims = jwt.decode(out.stdout.strip(), secret, algorithms=["HS256"])
+    assert claims["sub"] == "42" and claims["exp"] - time.time() <= 60
+
+
+def test_checkconfig_reports_unknown_keys_and_bad_values(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"client": {"tokn": {}}, "http_server": {"port": 8001}}))
+    out = run_cli("checkconfig", "--config", str(cfg))
+    assert out.returncode == 0
+    assert "client.tokn" in out.stderr
+    cfg.write_text(json.dumps({"channel": {"namespaces": [{"name": "ok", "history_size": "x"}]}}))
+    out = run_cli("checkconfig", "--config", str(cfg))
+    assert out.returncode == 2
+    assert "channel.namespaces[0].history_size" in out.stderr
+    out = run_cli("checkconfig", env={"TIDINGS_HTTP_SERVER_PORT": "70000"})
+    assert out.returncode == 2 and "http_server.port" in out.stderr
+
+
+def test_env_config_reaches_the_server(tidings_server: ServerFactory) -> None:
+    # TIDINGS_* variables override the config file (BASE_CONFIG has key "api_key").
+    srv = tidings_server(env_vars={"TIDINGS_HTTP_API_KEY": "key-from-env"})
+    req = urllib.request.Request(
+        f"{srv.api_url}/info", data=b"{}", headers={"X-API-Key": "key-from-env"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["result"]["nodes"][0]["uid"]
+    stale = urllib.request.Request(f"{srv.api_url}/info", data=b"{}",
+                                   headers={"X-API-Key": "api_key"})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(stale, timeout=10)
+    assert exc.value.code == 401
+    exc.value.close()
+
+
+# ------------------------------------------------------------------ shutdown
+
+
+async def test_sigterm_disconnects_clients_with_3001_and_exits(
+    tidings_server: ServerFactory,
+) -> None:
+    srv = tidings_server({"shutdown": {"timeout": "5s"}})
+    ws = await connect_and_subscribe(srv, "bye")
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(ConnectionClosed) as exc:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert exc.value.rcvd is not None
+    assert exc.value.rcvd.code == 3001
+    assert exc.value.rcvd.reason == "shutdown"
+    code = await asyncio.to_thread(srv.proc.wait, 10)
+    assert code == 0
+    assert time.monotonic() - started < 6
+    assert "shutting down" in srv.log_text()
+    await ws.close()
+
+
+# ------------------------------------------------------------------ ping / pong
+
+
+async def test_client_without_pong_is_disconnected_3012(tidings_server: ServerFactory) -> None:
+    srv = tidings_server({"client": {"ping_interval": "2s", "pong_timeout": "1s"}})
+    silent = await connect(srv.ws_url)
+    await silent.send(json.dumps({"id": 1, "connect": {"token": make_token("1")}}))
+    reply = json.loads(str(await asyncio.wait_for(silent.recv(), 5)))
+    assert reply["connect"]["ping"] == 2 and reply["connect"]["pong"] is True
+    polite = await connect(srv.ws_url)
+    await polite.send(json.dumps({"id": 1, "connect": {"token": make_token("2")}}))
+    await asyncio.wait_for(polite.recv(), 5)
+
+    async def answer_pings() -> None:
+        while True:
+            if str(await polite.recv()) == "{}":
+                await polite.send("{}")
+
+    answering = asyncio.ensure_future(answer_pings())
+    with pytest.raises(ConnectionClosed) as exc:
+        while True:
+            await asyncio.wait_for(silent.recv(), 10)
+    assert exc.value.rcvd is not None and exc.value.rcvd.code == 3012
+    # the polite client got at least one ping, answered, and is still connected
+    assert not answering.done()
+    await polite.send(json.dumps({"id": 2, "presence_stats": {"channel": "x"}}))
+    answering.cancel()
+    reply = json.loads(str(await asyncio.wait_for(polite.recv(), 5)))
+    while reply.get("id") != 2:
+        reply = json.loads(str(await asyncio.wait_for(polite.recv(), 5)))
+    # not subscribed, so no presence access: an answer, not a disconnect
+    assert reply == {"id": 2, "error": {"code": 103, "message": "permission denied"}}
+    await polite.close()
+    await silent.close()
+
+
+async def test_unauthenticated_connection_is_closed_stale(tidings_server: ServerFactory) -> None:
+    srv = tidings_server({"client": {"stale_close_delay": "1s"}})
+    ws = await connect(srv.ws_url)
+    with pytest.raises(ConnectionClosed) as exc:
+        await asyncio.wait_for(ws.recv(), 10)
+    assert exc.value.rcvd is not None and exc.value.rcvd.code == 3502
+    await ws.close()
+
+
+# ------------------------------------------------------------------ slow consumer
+
+
+async def test_slow_consumer_is_disconnected_others_keep_receiving(
+    tidings_server: ServerFactory,
+) -> None:
+    srv = tidings_server({"client": {"queue_max_size": 256 * 1024}})
+    healthy = await connect_and_subscribe(srv, "firehose")
+    received: list[Any] = []
+    done = asyncio.Event()
+
+    async def read_healthy() -> None:
+        # A healthy client reads continuously.
+        while True:
+            for line in str(await healthy.recv()).split("\n"):
+                push = json.loads(line).get("push", {})
+                if "pub" in push:
+                    received.append(push["pub"]["data"])
+                    if push["pub"]["data"] == {"n": 1}:
+                        done.set()
+
+    reader = asyncio.ensure_future(read_healthy())
+    # A raw client with a tiny receive window that never reads after subscribing.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+    sock.connect(("127.0.0.1", srv.port))
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    sock.sendall(
+        f"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )
+    assert b"101" in sock.recv(4096)
+    mask = b"\x00\x00\x00\x00"
+    for payload in (
+        json.dumps({"id": 1, "connect": {"token": make_token("slow")}}).encode(),
+        json.dumps({"id": 2, "subscribe": {"channel": "firehose"}}).encode(),
+    ):
+        n = len(payload)
+        header = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
+        sock.sendall(header + mask + payload)
+    batch = {"commands": [{"publish": {"channel": "firehose", "data": {"b": "x" * 8000}}}] * 8}
+    try:
+        for _ in range(200):  # bounded: at most 12.8 MB in total, far over the queue limit
+            await asyncio.to_thread(api, srv, "batch", batch)
+            if "too slow" in srv.log_text():
+                break
+        log = srv.log_text()
+        assert "too slow" in log
+        assert "(user 'slow', websocket): 3008 slow" in log
+        assert "(user '42'" not in log  # the healthy client was never disconnected
+        await asyncio.to_thread(api, srv, "publish", {"channel": "firehose", "data": {"n": 1}})
+        await asyncio.wait_for(done.wait(), 10)
+        assert len(received) >= 9
+        assert srv.proc.poll() is None
+    finally:
+        reader.cancel()
+        sock.close()
+        await healthy.close()
