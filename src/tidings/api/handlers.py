@@ -235,13 +235,7 @@ class ApiHandler:
 
     async def call(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """In-process API call; returns ``{"result": ...}`` or ``{"error": ...}``."""
-        handler = self._methods.get(method)
-        if handler is None:
-            return {"error": {"code": 104, "message": "method not found"}}
-        try:
-            return {"result": await handler(_json.encode(params))}
-        except ReplyError as exc:
-            return {"error": {"code": exc.code, "message": exc.message}}
+        return await self._run(method, _json.encode(params))
 
     async def _run(self, method: str, params: bytes) -> dict[str, Any]:
         handler = self._methods.get(method)

@@ -89,26 +89,24 @@ class ChannelRules:
             return True
         return self.insecure
 
-    def can_publish(self, opts: ChannelOptions, user: str, subscribed: bool) -> bool:
-        anonymous_ok = bool(user) or opts.allow_publish_for_anonymous
-        if opts.allow_publish_for_client and anonymous_ok:
-            return True
-        if opts.allow_publish_for_subscriber and subscribed and anonymous_ok:
-            return True
+    def _allowed(
+        self, for_client: bool, for_subscriber: bool, for_anonymous: bool, user: str,
+        subscribed: bool,
+    ) -> bool:
+        """The shared rule of publish/presence/history access (PROTOCOL.md §9.3)."""
+        if user or for_anonymous:
+            if for_client or (for_subscriber and subscribed):
+                return True
         return self.insecure
+
+    def can_publish(self, opts: ChannelOptions, user: str, subscribed: bool) -> bool:
+        return self._allowed(opts.allow_publish_for_client, opts.allow_publish_for_subscriber,
+                             opts.allow_publish_for_anonymous, user, subscribed)
 
     def can_presence(self, opts: ChannelOptions, user: str, subscribed: bool) -> bool:
-        anonymous_ok = bool(user) or opts.allow_presence_for_anonymous
-        if opts.allow_presence_for_client and anonymous_ok:
-            return True
-        if opts.allow_presence_for_subscriber and subscribed and anonymous_ok:
-            return True
-        return self.insecure
+        return self._allowed(opts.allow_presence_for_client, opts.allow_presence_for_subscriber,
+                             opts.allow_presence_for_anonymous, user, subscribed)
 
     def can_history(self, opts: ChannelOptions, user: str, subscribed: bool) -> bool:
-        anonymous_ok = bool(user) or opts.allow_history_for_anonymous
-        if opts.allow_history_for_client and anonymous_ok:
-            return True
-        if opts.allow_history_for_subscriber and subscribed and anonymous_ok:
-            return True
-        return self.insecure
+        return self._allowed(opts.allow_history_for_client, opts.allow_history_for_subscriber,
+                             opts.allow_history_for_anonymous, user, subscribed)

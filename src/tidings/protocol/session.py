@@ -34,6 +34,7 @@ from tidings.protocol.tokens import (
     ConnectToken,
     InvalidToken,
     SubscribeOptions,
+    SubscriptionToken,
     TokenExpired,
     TokenVerifier,
 )
@@ -333,19 +334,8 @@ class Session:
         data: bytes | None = None
         expires_at = 0
         if req.token:
-            try:
-                token = self.sub_verifier.verify_subscribe(req.token, now)
-            except TokenExpired:
-                raise ErrorCode.TOKEN_EXPIRED from None
-            except InvalidToken:
-                raise ErrorCode.PERMISSION_DENIED from None
-            if token.channel != channel or token.user != self.user:
-                raise Disconnect.INVALID_TOKEN
-            if token.client and token.client != self.client_id:
-                raise Disconnect.INVALID_TOKEN
+            token = self._verify_sub_token(req.token, channel, now, ErrorCode.PERMISSION_DENIED)
             expires_at = token.expires_at
-            if expires_at and expires_at <= now:
-                raise ErrorCode.EXPIRED
             override = token.options.override
             chan_info, data = token.options.info, token.options.data
         elif not self.rules.can_subscribe_without_token(channel, opts, self.user):
@@ -441,6 +431,26 @@ class Session:
             self.info = claims.info
         return expires_at
 
+    def _verify_sub_token(
+        self, token: str, channel: str, now: float, invalid: ReplyError | Disconnect
+    ) -> SubscriptionToken:
+        """Verify a subscription token for ``channel``: an unverifiable token raises
+        ``invalid`` (103 on subscribe, 3500 on sub_refresh), an expired one 109, one issued for
+        another channel, user or client 3500, an ``expire_at`` in the past 110."""
+        try:
+            claims = self.sub_verifier.verify_subscribe(token, now)
+        except TokenExpired:
+            raise ErrorCode.TOKEN_EXPIRED from None
+        except InvalidToken:
+            raise invalid from None
+        if claims.channel != channel or claims.user != self.user:
+            raise Disconnect.INVALID_TOKEN
+        if claims.client and claims.client != self.client_id:
+            raise Disconnect.INVALID_TOKEN
+        if claims.expires_at and claims.expires_at <= now:
+            raise ErrorCode.EXPIRED
+        return claims
+
     def sub_refresh(self, channel: str, token: str, now: float) -> int:
         """Subscription token refresh; returns the new expiry (0: never)."""
         if not channel:
@@ -450,18 +460,8 @@ class Session:
             raise ErrorCode.PERMISSION_DENIED
         if not token:
             raise ErrorCode.BAD_REQUEST
-        try:
-            claims = self.sub_verifier.verify_subscribe(token, now)
-        except TokenExpired:
-            raise ErrorCode.TOKEN_EXPIRED from None
-        except InvalidToken:
-            raise Disconnect.INVALID_TOKEN from None
-        if claims.channel != channel or claims.user != self.user:
-            raise Disconnect.INVALID_TOKEN
-        if claims.client and claims.client != self.client_id:
-            raise Disconnect.INVALID_TOKEN
-        expires_at = claims.expires_at
-        if expires_at and expires_at <= now:
-            raise ErrorCode.EXPIRED
+        expires_at = self._verify_sub_token(
+            token, channel, now, Disconnect.INVALID_TOKEN
+        ).expires_at
         sub.expires_at = expires_at
         return expires_at
