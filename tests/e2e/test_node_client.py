@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +28,8 @@ _install_lock = threading.Lock()
 
 
 @pytest.fixture
-def srv(server: ServerProcess) -> Iterator[ServerProcess]:
-    """The conftest ``server`` (BASE_CONFIG); stopped and its stdout pipe closed afterwards.
-
-    Workaround: ``tests/conftest.py`` never closes ``proc.stdout``; the pipe is garbage-collected
-    open and, with ``filterwarnings = error``, the ResourceWarning turns into a
-    PytestUnraisableExceptionWarning error in the next test. Harmless once the conftest does it.
-    """
-    yield server
-    server.stop()
-    for thread in threading.enumerate():
-        if thread.name.endswith("(pump)"):  # conftest's log reader; ends at EOF
-            thread.join(timeout=5 * TIMEOUT_FACTOR)
-    if server.proc.stdout is not None and not any(
-        t.name.endswith("(pump)") for t in threading.enumerate()
-    ):
-        server.proc.stdout.close()
+def srv(server: ServerProcess) -> ServerProcess:
+    return server
 
 
 def _ensure_node_modules() -> None:

@@ -11,11 +11,10 @@ import asyncio
 import base64
 import json
 import os
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,39 +34,17 @@ Json = dict[str, Any]
 Frame = str | bytes
 
 
-def release(*servers: ServerProcess) -> None:
-    """Stop the servers and close their stdout pipes. Workaround: conftest never closes
-    ``proc.stdout``; the open pipe's ResourceWarning at GC becomes an error (filterwarnings) in
-    the next test. Harmless once the conftest does it (stop/close are idempotent)."""
-    for srv in servers:
-        srv.stop()
-    for thread in threading.enumerate():
-        if thread.name.endswith("(pump)"):  # conftest's log reader; ends at EOF
-            thread.join(timeout=5 * TIMEOUT_FACTOR)
-    if not any(t.name.endswith("(pump)") for t in threading.enumerate()):
-        for srv in servers:
-            if srv.proc.stdout is not None:
-                srv.proc.stdout.close()
+@pytest.fixture
+def srv(server: ServerProcess) -> ServerProcess:
+    return server
 
 
 @pytest.fixture
-def srv(server: ServerProcess) -> Iterator[ServerProcess]:
-    yield server
-    release(server)
-
-
-@pytest.fixture
-def make_server(
-    tidings_server: Callable[..., ServerProcess],
-) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
+def make_server(tidings_server: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
     def factory(overrides: dict[str, Any]) -> ServerProcess:
-        started.append(tidings_server(overrides=overrides))
-        return started[-1]
+        return tidings_server(overrides=overrides)
 
-    yield factory
-    release(*started)
+    return factory
 
 
 def uid(prefix: str) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
@@ -38,23 +37,6 @@ from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
 
 T = 5.0 * TIMEOUT_FACTOR
 R = TypeVar("R", bound=CentResult)
-
-
-@pytest.fixture
-def server(server: ServerProcess) -> Iterator[ServerProcess]:
-    """conftest's ``server``, afterwards stopped and its stdout pipe closed.
-
-    Workaround: tests/conftest.py never closes ``proc.stdout``; the pipe is garbage-collected open
-    and, under ``filterwarnings = error``, the ResourceWarning fails whichever test runs next.
-    Harmless once conftest closes the pipe itself (``stop()``/``close()`` are idempotent).
-    """
-    yield server
-    server.stop()
-    pumps = [t for t in threading.enumerate() if t.name.endswith("(pump)")]  # conftest's reader
-    for pump in pumps:
-        pump.join(timeout=T)
-    if server.proc.stdout is not None and not any(p.is_alive() for p in pumps):
-        server.proc.stdout.close()
 
 
 class Api:

@@ -189,7 +189,7 @@ async def test_unauthenticated_connection_is_closed_stale(tidings_server: Server
 async def test_slow_consumer_is_disconnected_others_keep_receiving(
     tidings_server: ServerFactory,
 ) -> None:
-    srv = tidings_server({"client": {"queue_max_size": 256 * 1024}})
+    srv = tidings_server({"client": {"queue_max_size": 1024 * 1024}})
     healthy = await connect_and_subscribe(srv, "firehose")
     received: list[Any] = []
     done = asyncio.Event()
