@@ -226,3 +226,21 @@ async def test_legacy_api_idempotency_and_transport_error_mode(
     assert exc.value.code == 404
     assert json.loads(exc.value.read()) == {"code": 102, "message": "unknown channel"}
     exc.value.close()
+
+
+async def test_origin_check(tidings_server: ServerFactory) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.typing import Origin
+
+    srv = tidings_server({"client": {"allowed_origins": ["https://*.example.com"]}})
+    good = await connect(srv.ws_url, origin=Origin("https://app.example.com"))
+    await good.close()
+    none = await connect(srv.ws_url)  # no Origin header (server-side clients): accepted
+    await none.close()
+    with pytest.raises(InvalidStatus) as exc:
+        await connect(srv.ws_url, origin=Origin("https://evil.test"))
+    assert exc.value.response.status_code == 403
+    strict = tidings_server()  # no allowed_origins: only requests without Origin pass
+    with pytest.raises(InvalidStatus) as exc:
+        await connect(strict.ws_url, origin=Origin("https://app.example.com"))
+    assert exc.value.response.status_code == 403
