@@ -419,7 +419,19 @@ def config_from_dict(raw: Mapping[str, Any]) -> tuple[Config, list[str]]:
         message = str(exc).replace("`$.", "`")
         raise ConfigError(f"invalid config: {message}") from exc
     validate(config)
+    for where, opts in _all_options(config):
+        if opts.allowed_delta_types or opts.delta_publish:
+            warnings.append(f"'{where}': delta compression is not implemented yet; "
+                            "subscribers get full publications")
     return config, warnings
+
+
+def _all_options(config: Config) -> list[tuple[str, ChannelOptions]]:
+    pairs: list[tuple[str, ChannelOptions]] = [
+        ("channel.without_namespace", config.channel.without_namespace)
+    ]
+    pairs += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(config.channel.namespaces)]
+    return pairs
 
 
 def _validate_options(opts: ChannelOptions, where: str) -> None:
@@ -431,7 +443,10 @@ def _validate_options(opts: ChannelOptions, where: str) -> None:
         )
     if (opts.force_recovery or opts.force_positioning) and not opts.history_enabled:
         raise ConfigError(f"'{where}.force_recovery/force_positioning' need history enabled")
-    if opts.force_recovery_mode not in ("stream", "cache"):
+    if opts.force_recovery_mode == "cache":
+        raise ConfigError(f"'{where}.force_recovery_mode': cache mode is not supported yet "
+                          "(use stream)")
+    if opts.force_recovery_mode != "stream":
         raise ConfigError(f"invalid value for '{where}.force_recovery_mode': stream or cache")
     for delta in opts.allowed_delta_types:
         if delta != "fossil":

@@ -6,7 +6,7 @@ import pytest
 
 from tidings.config import ChannelConfig, ChannelOptions, Namespace
 from tidings.errors import ErrorCode, ReplyError
-from tidings.protocol.channels import ChannelRules
+from tidings.protocol.channels import ChannelRules, check_data_format
 
 CHAT = Namespace(name="chat", presence=True, allow_subscribe_for_client=True)
 DIALOG = Namespace(name="dialog", allow_user_limited_channels=True)
@@ -251,3 +251,16 @@ def test_permissions_are_per_kind(kind: str) -> None:
     assert _can(rules(), kind, opts, "", True) is True
     for other in others:
         assert _can(rules(), other, opts, "42", True) is False
+
+
+def test_publication_data_format() -> None:
+    plain = ChannelOptions()
+    check_data_format(plain, b"[1]")
+    with pytest.raises(ReplyError) as exc:
+        check_data_format(plain, b"")
+    assert exc.value.code == 107
+    objects = ChannelOptions(publication_data_format="json_object")
+    check_data_format(objects, b' {"a":1}')
+    with pytest.raises(ReplyError):
+        check_data_format(objects, b"[1]")
+    check_data_format(ChannelOptions(publication_data_format="binary"), b"")

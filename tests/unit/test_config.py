@@ -389,7 +389,10 @@ def test_env_namespaces() -> None:
         "TIDINGS_CHANNEL_NAMESPACES_NEWS_ALLOWED_DELTA_TYPES": "fossil",
     }
     config, warnings = load_config(env=env)
-    assert warnings == []
+    assert warnings == [
+        "'channel.namespaces[1]': delta compression is not implemented yet; "
+        "subscribers get full publications"
+    ]
     chat, news = config.channel.namespaces
     assert chat.name == "chat"
     assert (chat.history_size, chat.history_ttl, chat.presence) == (10, 60.0, False)
@@ -441,3 +444,14 @@ def test_precedence_file_env_overrides(tmp_path: Path) -> None:
     assert config.http_server.port == 8002
     config, _ = load_config(path, env={})
     assert (config.http_server.port, config.http_api.key) == (8001, "file-key")
+
+
+def test_unbuilt_features_are_refused_or_warned() -> None:
+    with pytest.raises(ConfigError, match="cache mode is not supported yet"):
+        config_from_dict({"channel": {"without_namespace": {
+            "history_size": 1, "history_ttl": "60s", "force_recovery": True,
+            "force_recovery_mode": "cache"}}})
+    _, warnings = config_from_dict(
+        {"channel": {"namespaces": [{"name": "st", "allowed_delta_types": ["fossil"]}]}}
+    )
+    assert any("channel.namespaces[0]" in w and "delta" in w for w in warnings)

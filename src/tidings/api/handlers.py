@@ -19,6 +19,7 @@ import msgspec
 from tidings.core.node import Node
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol import codec
+from tidings.protocol.channels import check_data_format
 from tidings.protocol.messages import (
     EMPTY_RAW,
     ClientInfo,
@@ -288,8 +289,7 @@ class ApiHandler:
         self, channel: str, data: bytes, req: PublishReq | BroadcastReq
     ) -> dict[str, Any]:
         opts = self.node.rules.options(channel)
-        if not data and opts.publication_data_format != "binary":
-            raise ErrorCode.BAD_REQUEST
+        check_data_format(opts, data)
         pub = Publication(data=Raw(data), tags=req.tags or None)
         position = await self.node.publish(
             channel, pub, opts, skip_history=req.skip_history,

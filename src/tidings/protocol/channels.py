@@ -11,7 +11,18 @@ import re
 from tidings.config import ChannelConfig, ChannelOptions
 from tidings.errors import ErrorCode
 
-__all__ = ["ChannelRules"]
+__all__ = ["ChannelRules", "check_data_format"]
+
+
+def check_data_format(opts: ChannelOptions, data: bytes) -> None:
+    """``publication_data_format``: "" rejects empty data, "json_object" anything but an
+    object (raises 107). JSON validity itself is guaranteed by the JSON codec."""
+    if opts.publication_data_format == "binary":
+        return
+    if not data:
+        raise ErrorCode.BAD_REQUEST
+    if opts.publication_data_format == "json_object" and not data.lstrip().startswith(b"{"):
+        raise ErrorCode.BAD_REQUEST
 
 
 class ChannelRules:

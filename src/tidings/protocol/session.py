@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from tidings.config import ChannelOptions, ClientConfig
 from tidings.errors import Disconnect, ErrorCode, ReplyError
-from tidings.protocol.channels import ChannelRules
+from tidings.protocol.channels import ChannelRules, check_data_format
 from tidings.protocol.messages import (
     ClientInfo,
     Command,
@@ -405,8 +405,7 @@ class Session:
         opts = self.rules.options(channel)
         if not self.rules.can_publish(opts, self.user, channel in self.subs):
             raise ErrorCode.PERMISSION_DENIED
-        if not data and opts.publication_data_format != "binary":
-            raise ErrorCode.BAD_REQUEST
+        check_data_format(opts, data)
         return opts
 
     # ---------------------------------------------------------------- refresh
