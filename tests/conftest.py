@@ -95,6 +95,7 @@ class ServerProcess:
     config: dict[str, Any]
     log_lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def http_url(self) -> str:
@@ -114,6 +115,18 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return "".join(self.log_lines)
+
+    def wait_log(self, *texts: str, timeout: float = 10.0) -> bool:
+        """Block until one of ``texts`` (case-insensitive) shows up in the server's output; the
+        reader thread signals each new line. False after ``timeout`` seconds."""
+        wanted = [t.lower() for t in texts]
+
+        def seen() -> bool:
+            log = self.log_text().lower()
+            return any(t in log for t in wanted)
+
+        with self.changed:
+            return self.changed.wait_for(seen, timeout * TIMEOUT_FACTOR)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -171,7 +184,9 @@ def _drain_in_background(server: ServerProcess) -> None:
     def pump() -> None:
         assert server.proc.stdout is not None
         for line in server.proc.stdout:
-            server.log_lines.append(line)
+            with server.changed:
+                server.log_lines.append(line)
+                server.changed.notify_all()
 
     server.reader = threading.Thread(target=pump, daemon=True)
     server.reader.start()

@@ -184,13 +184,9 @@ async def witness(srv: ServerProcess) -> AsyncIterator[Witness]:
 
 
 async def assert_log_mentions(srv: ServerProcess, *needles: str) -> None:
-    """The server logged something naming the disconnect (checked with a bounded wait)."""
-    deadline = time.monotonic() + T
-    while time.monotonic() < deadline:
-        text = srv.log_text().lower()
-        if any(n.lower() in text for n in needles):
-            return
-        await asyncio.sleep(0.05)
+    """The server logged something naming the disconnect (waits for the log reader)."""
+    if await asyncio.to_thread(srv.wait_log, *needles, timeout=T):
+        return
     raise AssertionError(f"server log mentions none of {needles}:\n{srv.log_text()[-3000:]}")
 
 

@@ -2,7 +2,7 @@
 
 Disconnects travel in the close frame (code + plain reason), never as a push (PROTOCOL.md
 §1.2). After sending a close frame we wait up to ``CLOSE_TIMEOUT`` seconds for the peer's
-close frame, then drop the TCP connection.
+close frame, then abort the TCP connection (unsent data is dropped).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class WebSocketTransport:
         if transport.is_closing():
             return
         transport.write(wsframe.build_close(disconnect.code, disconnect.reason))
-        loop = asyncio.get_running_loop()
-        loop.call_later(CLOSE_TIMEOUT, transport.close)
+        # abort, not close: a peer that stopped reading (3008) must not pin its buffer forever.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
     # ---------------------------------------------------------------- from the HTTP protocol
 
