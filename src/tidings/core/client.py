@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tidings import __version__
@@ -64,7 +65,7 @@ class Transport(Protocol):
         """Frame one payload (several messages already joined with ``\\n``)."""
         ...
 
-    def write(self, data: bytes) -> None: ...
+    write: Callable[[bytes], None]
 
     def buffer_size(self) -> int: ...
 
@@ -84,6 +85,7 @@ class Client:
         "_pending_bytes",
         "_shared",
         "_task",
+        "_write",
         "node",
         "session",
         "transport",
@@ -92,6 +94,7 @@ class Client:
     def __init__(self, node: Node, transport: Transport) -> None:
         self.node = node
         self.transport = transport
+        self._write = transport.write
         self.session = node.new_session()
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -128,12 +131,17 @@ class Client:
         self._after_enqueue(len(payload))
 
     def enqueue_shared(self, shared: Shared) -> None:
+        """The fan-out hot path: called once per subscriber per publication. Kept flat (no
+        nested calls) on purpose; see docs/design.md."""
         if self._closed:
             return
         pending = self._pending
-        self._shared = shared if not pending else None
+        self._shared = None if pending else shared
         pending.append(shared.payload)
-        self._after_enqueue(len(shared.payload))
+        self._pending_bytes += len(shared.payload)
+        if not self._dirty:
+            self._dirty = True
+            self.node.schedule_flush(self)
 
     def _after_enqueue(self, size: int) -> None:
         # No size check here: this runs inside the fan-out loop, which must not change the
@@ -168,7 +176,7 @@ class Client:
         self._pending = []
         self._pending_bytes = 0
         self._shared = None
-        self.transport.write(data)
+        self._write(data)
 
     def _slow(self) -> None:
         log.info("client %s is too slow (%d bytes queued): disconnecting",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
@@ -31,10 +32,12 @@ class WebSocketTransport:
     name = "websocket"
     bidirectional = True
 
-    __slots__ = ("_closing", "_parser", "_transport", "client")
+    __slots__ = ("_closing", "_parser", "_transport", "client", "write")
 
     def __init__(self, node: Node, transport: asyncio.Transport) -> None:
         self._transport = transport
+        # The asyncio transport's own write, bound once: no wrapper call per write.
+        self.write: Callable[[bytes], None] = transport.write
         self._parser = wsframe.FrameParser(node.config.websocket.message_size_limit)
         self._closing = False
         self.client: Client = node.new_client(self)
@@ -42,9 +45,6 @@ class WebSocketTransport:
     # ---------------------------------------------------------------- Transport interface
 
     frame = staticmethod(wsframe.build_frame)
-
-    def write(self, data: bytes) -> None:
-        self._transport.write(data)
 
     def buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()
