@@ -173,7 +173,7 @@ class Client:
             )
         else:
             data = self.transport.frame(b"\n".join(pending))
-        self._pending = []
+        pending.clear()  # reuse the list: no new GC-tracked object per flush
         self._pending_bytes = 0
         self._shared = None
         self._write(data)
