@@ -85,9 +85,9 @@ def raw_target() -> Target:
         name="raw",
         cmd=[sys.executable, str(HERE / "raw_server" / "raw_server.py"), "--port", "{port}"],
         path="/",
-        init=["sub{ch}"],
+        init=["sub"],
         ready="ok",
-        pub_path="/publish?ch={ch}",
+        pub_path="/publish",
         pub_body='{"ts":{ts}}',
     )
 
@@ -226,7 +226,7 @@ def passes(r: dict[str, Any]) -> bool:
 def s1_fanout(t: Target, quick: bool) -> dict[str, Any]:
     """2,000 subscribers on one channel, publish rate stepped up; best passing deliveries/s."""
     conns = 2000
-    rates = [5, 10, 20, 40, 60, 80, 100, 125, 150] if not quick else [10, 40, 80]
+    rates = [5, 10, 20, 40, 80, 150, 300, 600] if not quick else [10, 40, 150]
     best: dict[str, Any] | None = None
     steps = []
     for rate in rates:
@@ -305,7 +305,9 @@ def s5_connect_storm(t: Target, quick: bool) -> dict[str, Any]:
 
 def s6_scale(t: Target, quick: bool) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    n = min(100000, hard - 500) if not quick else 5000
+    # 100,000 is the goal; a process here may hold only RLIMIT_NOFILE descriptors (hard limit),
+    # for the server and the generator alike.
+    n = min(100000, hard - 1000) if not quick else 5000
     running = Running(t)
     try:
         r = loadgen(running, conns=n, rate=1, duration=10 if not quick else 3, max_seconds=240)
@@ -358,7 +360,9 @@ def main() -> int:
         for scen in scenarios:
             for t in targets:
                 if scen == "S6" and t.name not in ("tidings", "raw"):
-                    continue
+                    continue  # the peers already miss the bar at 2,000 connections
+                if scen == "S4" and t.name == "raw":
+                    continue  # the raw baseline has one channel
                 try:
                     res = SCENARIOS[scen](t, args.quick)
                 except Exception as exc:  # a failing peer must not stop the suite
