@@ -16,7 +16,6 @@ from typing import Any
 
 import jwt
 import msgspec
-from jwt.types import Options
 
 from tidings.config import TokenConfig
 
@@ -30,6 +29,20 @@ __all__ = [
 ]
 
 _json = msgspec.json.Encoder()
+_json_decode = msgspec.json.Decoder().decode
+# PyJWT's implementations of the algorithms Centrifugo accepts (never "none").
+_ALGORITHMS = {
+    name: algo
+    for name, algo in jwt.algorithms.get_default_algorithms().items()
+    if name in ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+}
+
+
+def _b64url(segment: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"bad base64url segment: {exc}") from exc
 
 _HMAC = ("HS256", "HS384", "HS512")
 _RSA = ("RS256", "RS384", "RS512")
@@ -133,6 +146,7 @@ class TokenVerifier:
         self._hmac_keys = [k for k in keys if k]
         self._aud_re = re.compile(config.audience_regex) if config.audience_regex else None
         self._iss_re = re.compile(config.issuer_regex) if config.issuer_regex else None
+        self._verifiers: dict[str, list[tuple[Any, Any]]] = {}
 
     @property
     def configured(self) -> bool:
@@ -149,46 +163,50 @@ class TokenVerifier:
         return []
 
     def _decode(self, token: str, now: float) -> dict[str, Any]:
-        options: Options = {
-            "verify_exp": False,
-            "verify_nbf": False,
-            "verify_iat": False,
-            "verify_aud": False,
-            "verify_iss": False,
-        }
+        """Split, verify the signature with PyJWT's algorithm objects and keys prepared once,
+        decode the claims. ``jwt.decode`` re-prepares (and re-checks) the key on every call,
+        which made JWT checks the largest cost of a connect storm (docs/design.md)."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidToken("malformed token: expected three segments")
+        header_b64, payload_b64, signature_b64 = parts
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
+            header = _json_decode(_b64url(header_b64))
+            claims = _json_decode(_b64url(payload_b64))
+            signature = _b64url(signature_b64)
+        except (ValueError, msgspec.DecodeError) as exc:
             raise InvalidToken(f"malformed token: {exc}") from exc
-        alg = str(header.get("alg", ""))
-        claims: dict[str, Any] | None = None
-        if self._skip_signature:
-            options["verify_signature"] = False
-            try:
-                claims = jwt.decode(token, options=options)
-            except jwt.PyJWTError as exc:
-                raise InvalidToken(f"malformed token: {exc}") from exc
-        else:
-            keys = self._keys_for(alg)
-            if not keys:
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise InvalidToken("malformed token: header and payload must be objects")
+        if not self._skip_signature:
+            alg = str(header.get("alg", ""))
+            verifiers = self._verifiers_for(alg)
+            if not verifiers:
                 raise InvalidToken(f"no key configured for algorithm {alg!r}")
-            last: Exception | None = None
-            for key in keys:
+            signing_input = f"{header_b64}.{payload_b64}".encode("ascii", "replace")
+            if not any(algo.verify(signing_input, key, signature) for algo, key in verifiers):
+                raise InvalidToken("token signature verification failed")
+        self._check_times(claims, now)
+        self._check_aud_iss(claims)
+        return claims
+
+    def _verifiers_for(self, alg: str) -> list[tuple[Any, Any]]:
+        cached = self._verifiers.get(alg)
+        if cached is not None:
+            return cached
+        verifiers: list[tuple[Any, Any]] = []
+        algo = _ALGORITHMS.get(alg)
+        if algo is not None:
+            for key in self._keys_for(alg):
                 try:
                     with warnings.catch_warnings():
                         # Short HMAC keys are the operator's choice; warned about at start-up.
                         warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
-                        claims = jwt.decode(token, key, algorithms=[alg], options=options)
-                    break
+                        verifiers.append((algo, algo.prepare_key(key)))
                 except (jwt.PyJWTError, ValueError, TypeError) as exc:
-                    last = exc
-            if claims is None:
-                raise InvalidToken(f"token verification failed: {last}")
-        if not isinstance(claims, dict):
-            raise InvalidToken("token payload is not an object")
-        self._check_times(claims, now)
-        self._check_aud_iss(claims)
-        return claims
+                    raise InvalidToken(f"configured key unusable for {alg}: {exc}") from exc
+        self._verifiers[alg] = verifiers
+        return verifiers
 
     def _check_times(self, claims: dict[str, Any], now: float) -> None:
         nbf = _int_claim(claims, "nbf")
