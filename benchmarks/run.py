@@ -311,7 +311,7 @@ def s5_connect_storm(t: Target, quick: bool) -> dict[str, Any]:
 
 
 def s6_scale(t: Target, quick: bool) -> dict[str, Any]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # 100,000 is the goal; a process here may hold only RLIMIT_NOFILE descriptors (hard limit),
     # for the server and the generator alike.
     n = min(100000, hard - 1000) if not quick else 5000
