@@ -16,13 +16,16 @@ Publish: POST /publish?ch=<K>  body = JSON text, emitted as event "msg".
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 from urllib.parse import parse_qs
 
 import socketio
-import uvicorn
+
+# the shared uvicorn set-up lives one folder up (benchmarks/peers/uvicorn_runner.py)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from uvicorn_runner import serve
 
 sio = socketio.AsyncServer(
     async_mode="asgi",
@@ -116,35 +119,9 @@ async def publish_app(scope, receive, send) -> None:
 app = socketio.ASGIApp(sio, other_asgi_app=publish_app, socketio_path="socket.io")
 
 
-class _Server(uvicorn.Server):
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets=sockets)
-        if not self.should_exit:
-            c = self.config
-            print(f"python-socketio peer listening on {c.host}:{c.port}", flush=True)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8001)
-    args = ap.parse_args()
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        workers=1,
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-        backlog=4096,
-        timeout_keep_alive=75,
-    )
-    _Server(config).run()
+    serve(app, "python-socketio", 8001)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -9,18 +9,21 @@ Publish: POST /publish?ch=<K>        body relayed as-is as a text frame.
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from contextlib import asynccontextmanager
 
 import anyio
-import uvicorn
 from broadcaster import Broadcast
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+# the shared uvicorn set-up lives one folder up (benchmarks/peers/uvicorn_runner.py)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from uvicorn_runner import serve
 
 READY = '{"ready":true}'
 
@@ -73,35 +76,9 @@ app = Starlette(
 )
 
 
-class _Server(uvicorn.Server):
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets=sockets)
-        if not self.should_exit:
-            c = self.config
-            print(f"starlette-broadcaster peer listening on {c.host}:{c.port}", flush=True)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8003)
-    args = ap.parse_args()
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        workers=1,
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-        backlog=4096,
-        timeout_keep_alive=75,
-    )
-    _Server(config).run()
+    serve(app, "starlette-broadcaster", 8003)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
