@@ -39,6 +39,13 @@ import websockets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+# Both socket.io peers (Python and Node) speak the same frames.
+SIO_INIT = {
+    # one frame, sent right after the WS opens (what the generator should use)
+    "auth": lambda k: [(f'40{{"room":"bench{k}"}}', None)],
+    # two steps, each sent only after the server frame named next to it
+    "join-event": lambda k: [("40", "0{"), (f'42["join","bench{k}"]', "40{")],
+}
 
 # name -> how to start it and how a client subscribes.  init: variant name ->
 # list of (frame to send, substring of the server frame to wait for before
@@ -47,12 +54,7 @@ PEERS = {
     "python-socketio": {
         "cmd": [sys.executable, os.path.join(HERE, "python-socketio", "server.py")],
         "path": lambda k: SIO_PATH,
-        "init": {
-            # one frame, sent right after the WS opens (what the generator should use)
-            "auth": lambda k: [(f'40{{"room":"bench{k}"}}', None)],
-            # two steps, each sent only after the server frame named next to it
-            "join-event": lambda k: [("40", "0{"), (f'42["join","bench{k}"]', "40{")],
-        },
+        "init": SIO_INIT,
         "ready": "ready",
         "pong": {"2": "3"},
     },
@@ -74,12 +76,7 @@ PEERS = {
         "cmd": ["node", os.path.join(HERE, "node-socketio", "server.js")],
         "env": {"NODE_ENV": "production"},
         "path": lambda k: SIO_PATH,
-        "init": {
-            # one frame, sent right after the WS opens (what the generator should use)
-            "auth": lambda k: [(f'40{{"room":"bench{k}"}}', None)],
-            # two steps, each sent only after the server frame named next to it
-            "join-event": lambda k: [("40", "0{"), (f'42["join","bench{k}"]', "40{")],
-        },
+        "init": SIO_INIT,
         "ready": "ready",
         "pong": {"2": "3"},
     },

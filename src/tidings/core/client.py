@@ -3,7 +3,7 @@
 The transport feeds frames in (``feed``) and gets framed bytes out (``Transport.write``).
 Commands of one connection run strictly in order on one short-lived task, created when a frame
 arrives and gone when the inbox is empty (no idle task per connection). Everything a client sends
-goes through ``_pending``, flushed by the node once per loop iteration.
+goes through ``_pending``, written by the node's flush rounds (``Node.schedule_flush``).
 """
 
 from __future__ import annotations
@@ -85,7 +85,6 @@ class Client:
         "_pending_bytes",
         "_shared",
         "_task",
-        "_write",
         "node",
         "session",
         "transport",
@@ -94,7 +93,6 @@ class Client:
     def __init__(self, node: Node, transport: Transport) -> None:
         self.node = node
         self.transport = transport
-        self._write = transport.write
         self.session = node.new_session()
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -144,22 +142,22 @@ class Client:
             self.node.schedule_flush(self)
 
     def _after_enqueue(self, size: int) -> None:
-        # No size check here: this runs inside the fan-out loop, which must not change the
-        # hub under itself. The slow-consumer check happens in flush().
+        # No size check while queueing: the slow-consumer check (which may close the client
+        # and so change the hub) belongs to flush(), outside any fan-out loop.
         self._pending_bytes += size
         if not self._dirty:
             self._dirty = True
             self.node.schedule_flush(self)
 
     def flush(self) -> None:
-        """Write everything pending as one transport frame (called by the node once per loop
-        iteration). A client whose unsent bytes pass ``client.queue_max_size`` while the socket
-        is backed up is disconnected with 3008."""
+        """Write everything pending as one transport frame (called by the node's flush round,
+        see ``Node.schedule_flush``). A client whose unsent bytes pass
+        ``client.queue_max_size`` while the socket is backed up is disconnected with 3008."""
         self._dirty = False
         if not self._pending or self._closed:
             return
-        limit = self.node.config.client.queue_max_size
         if self._paused:
+            limit = self.node.config.client.queue_max_size
             if self._pending_bytes + self.transport.buffer_size() > limit:
                 self._slow()
             return
@@ -176,7 +174,7 @@ class Client:
         pending.clear()  # reuse the list: no new GC-tracked object per flush
         self._pending_bytes = 0
         self._shared = None
-        self._write(data)
+        self.transport.write(data)  # the socket transport's own bound write, no wrapper
 
     def _slow(self) -> None:
         log.info("client %s is too slow (%d bytes queued): disconnecting",

@@ -4,8 +4,8 @@ Rules that keep fan-out cheap (see docs/design.md):
 - a publication is encoded once per channel into a :class:`Shared` message; each subscriber gets
   the same object, and its transport-framed bytes are built once per transport kind;
 - delivering to a subscriber is one method call that appends to the client's pending list; the
-  node flushes all dirty clients once per loop iteration, so a burst of publications becomes one
-  write per connection;
+  node flushes all dirty clients in one round (``Node.schedule_flush``), so a burst of
+  publications becomes one write per connection;
 - a client that is still subscribing sits in ``syncing`` (not ``clients``) and its publications
   are buffered, so the subscribe reply always precedes the first publication and nothing between
   the reply's offset and the first live publication is lost or duplicated.
