@@ -26,6 +26,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Namespace",
+    "RedisConfig",
     "load_config",
     "parse_duration",
 ]
@@ -160,8 +161,51 @@ class HealthConfig(_Base):
     enabled: bool = True
 
 
+class RedisTLSConfig(_Base):
+    enabled: bool = False
+    cert_pem_file: str = ""
+    key_pem_file: str = ""
+    server_ca_pem_file: str = ""
+    insecure_skip_verify: bool = False
+    server_name: str = ""
+
+
+class RedisConfig(_Base):
+    """Where the Redis (or Valkey) engine keeps its state; Centrifugo v6 key names.
+
+    ``address`` lists standalone instances (``redis://``, ``rediss://``, ``unix://``); more than
+    one shards channels across them (client-side consistent hashing). ``cluster_address`` selects
+    Redis Cluster instead, ``sentinel_address`` + ``sentinel_master_name`` Redis Sentinel."""
+
+    address: list[str] = msgspec.field(default_factory=lambda: ["redis://127.0.0.1:6379"])
+    prefix: str = "tidings"
+    connect_timeout: float = 1.0
+    io_timeout: float = 4.0
+    db: int = 0
+    user: str = ""
+    password: str = ""
+    client_name: str = ""
+    cluster_address: list[str] = msgspec.field(default_factory=list)
+    tls: RedisTLSConfig = msgspec.field(default_factory=RedisTLSConfig)
+    sentinel_address: list[str] = msgspec.field(default_factory=list)
+    sentinel_user: str = ""
+    sentinel_password: str = ""
+    sentinel_master_name: str = ""
+    sentinel_client_name: str = ""
+    presence_ttl: float = 60.0
+
+
 class EngineConfig(_Base):
     type: str = "memory"
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+
+
+class PresenceManagerConfig(_Base):
+    """A separate Redis for presence (``enabled``); otherwise the engine keeps presence."""
+
+    enabled: bool = False
+    type: str = "redis"
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
 
 
 class ShutdownConfig(_Base):
@@ -180,6 +224,9 @@ class Config(_Base):
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    presence_manager: PresenceManagerConfig = msgspec.field(
+        default_factory=PresenceManagerConfig
+    )
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     log_level: str = "info"
@@ -196,6 +243,9 @@ _DURATION_KEYS = frozenset(
         "expired_sub_close_delay",
         "stale_close_delay",
         "timeout",
+        "connect_timeout",
+        "io_timeout",
+        "presence_ttl",
     }
 )
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -271,6 +321,12 @@ def _normalize(
             ]
         elif key in _DURATION_KEYS:
             out[key] = parse_duration(value, full)
+        elif (
+            isinstance(value, str)
+            and key in _ADDRESS_KEYS
+            and getattr(tp, "__origin__", None) is list
+        ):
+            out[key] = [value]  # one address given as a string
         else:
             out[key] = value
     return out
@@ -379,6 +435,9 @@ def _env_namespaces(value: str, prefix: str, env: Mapping[str, str]) -> list[Any
     return items
 
 
+_ADDRESS_KEYS = frozenset({"address", "cluster_address", "sentinel_address"})
+
+
 def config_from_env(env: Mapping[str, str], prefix: str = "TIDINGS_") -> dict[str, Any]:
     """Turn ``TIDINGS_CLIENT_TOKEN_HMAC_SECRET_KEY=...`` style variables into a config dict."""
     result: dict[str, Any] = {}
@@ -460,6 +519,28 @@ def _validate_options(opts: ChannelOptions, where: str) -> None:
             raise ConfigError(f"invalid value for '{where}.channel_regex': {exc}") from exc
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _validate_redis(cfg: RedisConfig, where: str) -> None:
+    if cfg.cluster_address and cfg.sentinel_address:
+        raise ConfigError(f"'{where}': cluster_address and sentinel_address exclude each other")
+    if cfg.sentinel_address and not cfg.sentinel_master_name:
+        raise ConfigError(f"'{where}.sentinel_master_name' is required with sentinel_address")
+    if not (cfg.address or cfg.cluster_address or cfg.sentinel_address):
+        raise ConfigError(f"'{where}.address' must list at least one Redis address")
+    for key, addresses in (("address", cfg.address), ("cluster_address", cfg.cluster_address)):
+        for address in addresses:
+            if "://" in address and not address.startswith(_REDIS_SCHEMES):
+                raise ConfigError(f"invalid value in '{where}.{key}': {address!r} (use "
+                                  "redis://, rediss:// or unix://)")
+    if "{" in cfg.prefix or "}" in cfg.prefix:
+        raise ConfigError(f"invalid value for '{where}.prefix': no braces (Redis hash tags)")
+    if cfg.presence_ttl <= 0 or cfg.connect_timeout <= 0 or cfg.io_timeout <= 0:
+        raise ConfigError(f"'{where}': presence_ttl, connect_timeout and io_timeout must be "
+                          "positive")
+
+
 def validate(config: Config) -> None:
     """Cross-field checks msgspec's type validation cannot express."""
     _validate_options(config.channel.without_namespace, "channel.without_namespace")
@@ -481,10 +562,18 @@ def validate(config: Config) -> None:
         )
     if not 0 < config.http_server.port < 65536:
         raise ConfigError("invalid value for 'http_server.port': must be 1..65535")
-    if config.engine.type not in ("memory",):
+    if config.engine.type not in ("memory", "redis"):
         raise ConfigError(
-            f"invalid value for 'engine.type': {config.engine.type!r} (available: memory)"
+            f"invalid value for 'engine.type': {config.engine.type!r} (available: memory, redis)"
         )
+    if config.engine.type == "redis":
+        _validate_redis(config.engine.redis, "engine.redis")
+    if config.presence_manager.enabled:
+        if config.presence_manager.type != "redis":
+            raise ConfigError("invalid value for 'presence_manager.type': only redis")
+        if config.engine.type != "redis":
+            raise ConfigError("'presence_manager' needs 'engine.type' redis")
+        _validate_redis(config.presence_manager.redis, "presence_manager.redis")
     if config.client.channel_limit < 0 or config.client.queue_max_size <= 0:
         raise ConfigError("'client.channel_limit' and 'client.queue_max_size' must be positive")
     if config.websocket.message_size_limit <= 0:

@@ -17,6 +17,7 @@ import socket
 from tidings.api.handlers import ApiHandler
 from tidings.config import Config
 from tidings.core.node import Node
+from tidings.engine import make_engine
 from tidings.transports.http import HttpProtocol, ServerState
 
 __all__ = ["Server", "run"]
@@ -27,7 +28,7 @@ log = logging.getLogger("tidings.server")
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.node = Node(config)
+        self.node = Node(config, make_engine(config))
         self.api = ApiHandler(self.node)
         self.state = ServerState(self.node, self.api)
         self._servers: list[asyncio.AbstractServer] = []

@@ -1,20 +1,31 @@
 """Engine contract fixtures: every engine passes the same tests (tests/contract/test_engine.py).
 
-``engine_env`` yields an :class:`EngineEnv` with a started engine, a recording event handler and
-a clock the test can move forward. Engines with a real clock (added later: Redis) provide
-``advance`` by sleeping, and are marked accordingly.
+``engine_env`` yields an :class:`EngineEnv` for each engine: memory (with a clock the test moves)
+and Redis (a real ``redis-server`` started once per test session on a free port; each test gets
+its own key prefix; time passes for real, so its TTLs are seconds, not minutes). Distributed
+engines deliver events asynchronously: ``await env.settle()`` returns once everything published
+before it has reached the handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from tidings.engine.base import Engine
+from tests.redisproc import RedisServer
+from tidings.config import RedisConfig
+from tidings.engine.base import Engine, HistoryOptions
 from tidings.engine.memory import MemoryEngine
+from tidings.engine.redis import RedisEngine
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
+
+_SETTLE = b"__settle__"
 
 
 @dataclass
@@ -25,18 +36,40 @@ class Recorder:
     joins: list[tuple[str, ClientInfo]] = field(default_factory=list)
     leaves: list[tuple[str, ClientInfo]] = field(default_factory=list)
     controls: list[bytes] = field(default_factory=list)
+    reconnects: list[list[str]] = field(default_factory=list)
+    settled: set[bytes] = field(default_factory=set)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
         self.publications.append((channel, pub, position))
+        self.changed.set()
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         self.joins.append((channel, info))
+        self.changed.set()
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.leaves.append((channel, info))
+        self.changed.set()
 
     def handle_control(self, data: bytes) -> None:
-        self.controls.append(data)
+        if data.startswith(_SETTLE):
+            self.settled.add(data)
+        else:
+            self.controls.append(data)
+        self.changed.set()
+
+    def handle_reconnect(self, channels: list[str]) -> None:
+        self.reconnects.append(sorted(channels))
+        self.changed.set()
+
+    async def wait_for(self, predicate: object, timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` is true (events arrive asynchronously)."""
+        assert callable(predicate)
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
 
 
 class FakeClock:
@@ -47,24 +80,68 @@ class FakeClock:
         return self.now
 
 
+_settle_ids = itertools.count()
+
+
 @dataclass
 class EngineEnv:
     engine: Engine
     events: Recorder
-    clock: FakeClock
+    clock: FakeClock | None
+    opts: HistoryOptions
 
     async def advance(self, seconds: float) -> None:
-        self.clock.now += seconds
+        if self.clock is not None:
+            self.clock.now += seconds
+        else:
+            await asyncio.sleep(seconds)
+
+    async def settle(self) -> None:
+        """Everything published so far has reached the handler (a control message published
+        now comes back after it: Redis delivers one connection's messages in order)."""
+        marker = _SETTLE + str(next(_settle_ids)).encode()
+        await self.engine.publish_control(marker)
+        await self.events.wait_for(lambda: marker in self.events.settled)
+
+    def set_idempotency_ttl(self, seconds: float) -> None:
+        assert isinstance(self.engine, MemoryEngine | RedisEngine)
+        self.engine.idempotency_ttl = seconds
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session's engine tests."""
+    path: Path = tmp_path_factory.mktemp("redis")
+    with RedisServer(path) as server:
+        yield server
+
+
+def redis_config(url: str, **overrides: object) -> RedisConfig:
+    cfg = RedisConfig(address=[url], prefix=f"t{uuid.uuid4().hex[:12]}", presence_ttl=60.0)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(params=["memory", "redis"])
 async def engine_env(request: pytest.FixtureRequest) -> AsyncIterator[EngineEnv]:
-    clock = FakeClock()
-    engine = MemoryEngine(clock=clock)
     events = Recorder()
-    engine.register_handler(events)
+    engine: Engine
+    clock: FakeClock | None
+    if request.param == "memory":
+        clock = FakeClock()
+        engine = MemoryEngine(clock=clock)
+        opts = HistoryOptions(size=5, ttl=60.0, meta_ttl=3600.0)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        clock = None
+        engine = RedisEngine(redis_config(server.url))
+        opts = HistoryOptions(size=5, ttl=1.0, meta_ttl=4.0)
+    engine.register_handler(events, uuid.uuid4().hex)
     await engine.start()
+    if isinstance(engine, RedisEngine):
+        assert await engine.wait_connected(5.0)
     try:
-        yield EngineEnv(engine, events, clock)
+        yield EngineEnv(engine, events, clock, opts)
     finally:
         await engine.close()

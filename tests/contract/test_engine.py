@@ -5,11 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from tests.contract.conftest import EngineEnv
-from tidings.engine.base import HistoryOptions
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
-
-OPTS = HistoryOptions(size=5, ttl=60.0, meta_ttl=3600.0)
-
 
 def pub(n: int) -> Publication:
     return Publication(data=msgspec.Raw(b'{"n":%d}' % n))
@@ -20,51 +16,56 @@ def data_of(p: Publication) -> bytes:
 
 
 async def test_publish_without_history_has_no_offset(engine_env: EngineEnv) -> None:
+    await engine_env.engine.subscribe("a")
     position, suppressed = await engine_env.engine.publish("a", pub(1))
     assert position == StreamPosition()
     assert not suppressed
+    await engine_env.settle()
     assert [(c, data_of(p)) for c, p, _ in engine_env.events.publications] == [("a", b'{"n":1}')]
 
 
 async def test_offsets_grow_and_epoch_is_stable(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
-    positions = [(await engine.publish("a", pub(i), history=OPTS))[0] for i in range(1, 4)]
+    await engine.subscribe("a")
+    positions = [(await engine.publish("a", pub(i), history=engine_env.opts))[0]
+                 for i in range(1, 4)]
     assert [p.offset for p in positions] == [1, 2, 3]
     assert len({p.epoch for p in positions}) == 1
     assert positions[0].epoch
+    await engine_env.settle()
     delivered = [(p.offset, pos.offset) for _, p, pos in engine_env.events.publications]
     assert delivered == [(1, 1), (2, 2), (3, 3)]
 
 
 async def test_reading_creates_the_stream_and_its_epoch_sticks(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
-    pubs, top = await engine.history("fresh", options=OPTS, limit=0)
+    pubs, top = await engine.history("fresh", options=engine_env.opts, limit=0)
     assert pubs == []
     assert top.offset == 0 and top.epoch
-    position, _ = await engine.publish("fresh", pub(1), history=OPTS)
+    position, _ = await engine.publish("fresh", pub(1), history=engine_env.opts)
     assert position == StreamPosition(offset=1, epoch=top.epoch)
 
 
 async def test_history_limit_since_reverse(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 6):
-        await engine.publish("h", pub(i), history=OPTS)
-    everything, top = await engine.history("h", options=OPTS, limit=-1)
+        await engine.publish("h", pub(i), history=engine_env.opts)
+    everything, top = await engine.history("h", options=engine_env.opts, limit=-1)
     assert [p.offset for p in everything] == [1, 2, 3, 4, 5]
     assert top.offset == 5
-    first_two, _ = await engine.history("h", options=OPTS, limit=2)
+    first_two, _ = await engine.history("h", options=engine_env.opts, limit=2)
     assert [p.offset for p in first_two] == [1, 2]
-    newest_two, _ = await engine.history("h", options=OPTS, limit=2, reverse=True)
+    newest_two, _ = await engine.history("h", options=engine_env.opts, limit=2, reverse=True)
     assert [p.offset for p in newest_two] == [5, 4]
     after_two, _ = await engine.history(
-        "h", options=OPTS, limit=2, since=StreamPosition(offset=2, epoch=top.epoch)
+        "h", options=engine_env.opts, limit=2, since=StreamPosition(offset=2, epoch=top.epoch)
     )
     assert [p.offset for p in after_two] == [3, 4]
     before_four, _ = await engine.history(
-        "h", options=OPTS, limit=-1, since=StreamPosition(offset=4), reverse=True
+        "h", options=engine_env.opts, limit=-1, since=StreamPosition(offset=4), reverse=True
     )
     assert [p.offset for p in before_four] == [3, 2, 1]
-    none, top2 = await engine.history("h", options=OPTS, limit=0)
+    none, top2 = await engine.history("h", options=engine_env.opts, limit=0)
     assert none == [] and top2 == top
     assert [data_of(p) for p in everything] == [b'{"n":%d}' % i for i in range(1, 6)]
 
@@ -72,33 +73,33 @@ async def test_history_limit_since_reverse(engine_env: EngineEnv) -> None:
 async def test_window_keeps_last_size_items(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 9):
-        await engine.publish("w", pub(i), history=OPTS)
-    pubs, top = await engine.history("w", options=OPTS, limit=-1)
+        await engine.publish("w", pub(i), history=engine_env.opts)
+    pubs, top = await engine.history("w", options=engine_env.opts, limit=-1)
     assert [p.offset for p in pubs] == [4, 5, 6, 7, 8]
     assert top.offset == 8
-    since_old, _ = await engine.history("w", options=OPTS, limit=-1, since=StreamPosition(1))
+    since_old, _ = await engine.history("w", options=engine_env.opts, limit=-1, since=StreamPosition(1))
     assert [p.offset for p in since_old] == [4, 5, 6, 7, 8]
 
 
 async def test_ttl_drops_items_but_keeps_position(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 4):
-        await engine.publish("t", pub(i), history=OPTS)
-    _, before = await engine.history("t", options=OPTS, limit=0)
-    await engine_env.advance(OPTS.ttl + 1)
-    pubs, after = await engine.history("t", options=OPTS, limit=-1)
+        await engine.publish("t", pub(i), history=engine_env.opts)
+    _, before = await engine.history("t", options=engine_env.opts, limit=0)
+    await engine_env.advance(engine_env.opts.ttl + 1)
+    pubs, after = await engine.history("t", options=engine_env.opts, limit=-1)
     assert pubs == []
     assert after == before
-    position, _ = await engine.publish("t", pub(4), history=OPTS)
+    position, _ = await engine.publish("t", pub(4), history=engine_env.opts)
     assert position == StreamPosition(offset=4, epoch=before.epoch)
 
 
 async def test_meta_ttl_expiry_starts_a_new_epoch(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
-    await engine.publish("m", pub(1), history=OPTS)
-    _, before = await engine.history("m", options=OPTS, limit=0)
-    await engine_env.advance(OPTS.meta_ttl + 1)
-    _, after = await engine.history("m", options=OPTS, limit=0)
+    await engine.publish("m", pub(1), history=engine_env.opts)
+    _, before = await engine.history("m", options=engine_env.opts, limit=0)
+    await engine_env.advance(engine_env.opts.meta_ttl + 1)
+    _, after = await engine.history("m", options=engine_env.opts, limit=0)
     assert after.offset == 0
     assert after.epoch != before.epoch
 
@@ -106,26 +107,29 @@ async def test_meta_ttl_expiry_starts_a_new_epoch(engine_env: EngineEnv) -> None
 async def test_remove_history_keeps_position(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 4):
-        await engine.publish("r", pub(i), history=OPTS)
+        await engine.publish("r", pub(i), history=engine_env.opts)
     await engine.remove_history("r")
-    pubs, top = await engine.history("r", options=OPTS, limit=-1)
+    pubs, top = await engine.history("r", options=engine_env.opts, limit=-1)
     assert pubs == []
     assert top.offset == 3
-    position, _ = await engine.publish("r", pub(4), history=OPTS)
+    position, _ = await engine.publish("r", pub(4), history=engine_env.opts)
     assert position.offset == 4 and position.epoch == top.epoch
 
 
 async def test_idempotency_key_suppresses_repeat(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
-    first, suppressed1 = await engine.publish("i", pub(1), history=OPTS, idempotency_key="k")
-    again, suppressed2 = await engine.publish("i", pub(1), history=OPTS, idempotency_key="k")
-    other, _ = await engine.publish("i", pub(2), history=OPTS, idempotency_key="k2")
+    engine_env.set_idempotency_ttl(1)
+    await engine.subscribe("i")
+    first, suppressed1 = await engine.publish("i", pub(1), history=engine_env.opts, idempotency_key="k")
+    again, suppressed2 = await engine.publish("i", pub(1), history=engine_env.opts, idempotency_key="k")
+    other, _ = await engine.publish("i", pub(2), history=engine_env.opts, idempotency_key="k2")
     assert (suppressed1, suppressed2) == (False, True)
     assert again == first
     assert other.offset == 2
+    await engine_env.settle()
     assert len(engine_env.events.publications) == 2
-    await engine_env.advance(301)
-    later, suppressed3 = await engine.publish("i", pub(1), history=OPTS, idempotency_key="k")
+    await engine_env.advance(2)
+    later, suppressed3 = await engine.publish("i", pub(1), history=engine_env.opts, idempotency_key="k")
     assert not suppressed3 and later.offset == 3
 
 
@@ -157,6 +161,7 @@ async def test_join_leave_and_control_reach_the_handler(engine_env: EngineEnv) -
     await engine.publish_join("j", info)
     await engine.publish_leave("j", info)
     await engine.publish_control(b"ctl")
+    await engine_env.settle()
     assert engine_env.events.joins == [("j", info)]
     assert engine_env.events.leaves == [("j", info)]
     assert engine_env.events.controls == [b"ctl"]

@@ -266,7 +266,7 @@ WNS = "channel.without_namespace"
     [
         ("http_server.port", "abc"), ("http_server.port", 70000), ("http_server.port", 0),
         ("client.insecure", "very"), ("client.allowed_origins", "*"), ("client", 5),
-        ("client.channel_limit", -1), ("engine.type", "redis"), ("log_level", "loud"),
+        ("client.channel_limit", -1), ("engine.type", "tarantool"), ("log_level", "loud"),
         (f"{WNS}.force_recovery_mode", "magic"), (f"{WNS}.allowed_delta_types", ["zstd"]),
         (f"{WNS}.publication_data_format", "xml"), (f"{WNS}.channel_regex", "(["),
     ],
@@ -455,3 +455,35 @@ def test_unbuilt_features_are_refused_or_warned() -> None:
         {"channel": {"namespaces": [{"name": "st", "allowed_delta_types": ["fossil"]}]}}
     )
     assert any("channel.namespaces[0]" in w and "delta" in w for w in warnings)
+
+
+def test_redis_engine_config() -> None:
+    config, warnings = config_from_dict({
+        "engine": {"type": "redis", "redis": {
+            "address": "redis://127.0.0.1:6390", "prefix": "app", "io_timeout": "500ms",
+            "presence_ttl": "30s",
+        }},
+        "presence_manager": {"enabled": True, "redis": {"address": ["unix:///tmp/r.sock"]}},
+    })
+    assert warnings == []
+    assert config.engine.redis.address == ["redis://127.0.0.1:6390"]
+    assert config.engine.redis.io_timeout == 0.5
+    assert config.engine.redis.presence_ttl == 30.0
+    assert config.presence_manager.redis.address == ["unix:///tmp/r.sock"]
+
+
+@pytest.mark.parametrize(
+    ("redis", "needle"),
+    [
+        ({"address": ["http://x:1"]}, "engine.redis.address"),
+        ({"sentinel_address": ["127.0.0.1:26379"]}, "sentinel_master_name"),
+        ({"prefix": "a{b}"}, "engine.redis.prefix"),
+        ({"address": [], "cluster_address": []}, "engine.redis.address"),
+    ],
+)
+def test_bad_redis_config_names_key(redis: dict[str, Any], needle: str) -> None:
+    assert needle in _error({"engine": {"type": "redis", "redis": redis}})
+
+
+def test_presence_manager_needs_redis_engine() -> None:
+    assert "presence_manager" in _error({"presence_manager": {"enabled": True}})

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from tidings.core.node import Node
+from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol import codec
 from tidings.protocol.channels import check_data_format
@@ -181,6 +182,14 @@ class ApiHandler:
             "info": self.info,
             "rpc": self.rpc,
         }
+        # Server-side actions reach the user's connections on every node (Node.control).
+        node.control_handlers.update({
+            "subscribe": self._apply_subscribe,
+            "unsubscribe": self._apply_unsubscribe,
+            "disconnect": self._apply_disconnect,
+            "refresh": self._apply_refresh,
+        })
+        node.survey_handlers["channels"] = self._local_channels
 
     # ---------------------------------------------------------------- HTTP entry points
 
@@ -218,10 +227,18 @@ class ApiHandler:
             err: ReplyError = ErrorCode.METHOD_NOT_FOUND
             return self._error_response(err, transport_errors)
         try:
-            result = await handler(body or b"{}")
+            result = await self._call_handler(handler, body or b"{}")
         except ReplyError as exc:
             return self._error_response(exc, transport_errors)
         return 200, _json.encode({"result": result})
+
+    @staticmethod
+    async def _call_handler(handler: Handler, body: bytes) -> Any:
+        try:
+            return await handler(body)
+        except EngineError as exc:
+            log.warning("API call failed, engine unavailable: %s", exc)
+            raise ReplyError(100, "internal server error (engine unavailable)") from None
 
     @staticmethod
     def _valid_json(body: bytes) -> bool:
@@ -243,7 +260,7 @@ class ApiHandler:
         if handler is None:
             return {"error": {"code": 104, "message": "method not found"}}
         try:
-            return {"result": await handler(params or b"{}")}
+            return {"result": await self._call_handler(handler, params or b"{}")}
         except ReplyError as exc:
             return {"error": {"code": exc.code, "message": exc.message}}
 
@@ -327,6 +344,15 @@ class ApiHandler:
             raise ErrorCode.BAD_REQUEST
         if not req.channel:
             raise ErrorCode.BAD_REQUEST
+        if req.b64info:
+            _b64(req.b64info)
+        if req.b64data:
+            _b64(req.b64data)
+        await self.node.control("subscribe", msgspec.json.decode(body))
+        return {}
+
+    async def _apply_subscribe(self, params: dict[str, Any]) -> None:
+        req = self._decode(_json.encode(params), SubscribeReq)
         opts = self.node.rules.options(req.channel)
         info = bytes(req.info) or (_b64(req.b64info) if req.b64info else b"")
         data = bytes(req.data) or (_b64(req.b64data) if req.b64data else b"")
@@ -345,36 +371,48 @@ class ApiHandler:
             )
             try:
                 await client.server_subscribe(decision)
-            except ReplyError as exc:
+            except (ReplyError, EngineError) as exc:
                 log.info("API subscribe of client %s to %s failed: %s", client.client_id,
                          req.channel, exc)
-        return {}
 
     async def unsubscribe(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, UnsubscribeReq)
         if not req.channel or not (req.user or req.client):
             raise ErrorCode.BAD_REQUEST
+        await self.node.control("unsubscribe", msgspec.json.decode(body))
+        return {}
+
+    async def _apply_unsubscribe(self, params: dict[str, Any]) -> None:
+        req = self._decode(_json.encode(params), UnsubscribeReq)
         await self.node.unsubscribe_clients(
             self.node.find_clients(req.user, req.client), req.channel
         )
-        return {}
 
     async def disconnect(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, DisconnectReq)
         if not req.user and not req.client:
             raise ErrorCode.BAD_REQUEST
+        await self.node.control("disconnect", msgspec.json.decode(body))
+        return {}
+
+    async def _apply_disconnect(self, params: dict[str, Any]) -> None:
+        req = self._decode(_json.encode(params), DisconnectReq)
         d = Disconnect.FORCE_DISCONNECT
         if req.disconnect is not None and req.disconnect.code:
             d = Disconnect(req.disconnect.code, req.disconnect.reason)
         self.node.disconnect_clients(
             self.node.find_clients(req.user, req.client), d, req.whitelist
         )
-        return {}
 
     async def refresh(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, RefreshReq)
         if not req.user and not req.client:
             raise ErrorCode.BAD_REQUEST
+        await self.node.control("refresh", msgspec.json.decode(body))
+        return {}
+
+    async def _apply_refresh(self, params: dict[str, Any]) -> None:
+        req = self._decode(_json.encode(params), RefreshReq)
         for client in self.node.find_clients(req.user, req.client):
             if req.expired:
                 client.close(Disconnect.EXPIRED)
@@ -383,7 +421,6 @@ class ApiHandler:
                 self.node.schedule_expiry(client, req.expire_at)
             else:
                 client.session.expires_at = 0
-        return {}
 
     def _presence_opts(self, channel: str) -> None:
         if not channel:
@@ -427,16 +464,26 @@ class ApiHandler:
     async def channels(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, ChannelsReq)
         result: dict[str, Any] = {}
+        for answer in await self.node.survey("channels", {"pattern": req.pattern}):
+            for channel, count in answer.items():
+                entry = result.setdefault(channel, {"num_clients": 0})
+                entry["num_clients"] += count
+        return {"channels": result}
+
+    async def _local_channels(self, params: dict[str, Any]) -> dict[str, int]:
+        pattern = str(params.get("pattern") or "")
+        result: dict[str, int] = {}
         for channel, subs in self.node.hub.channels.items():
             if not subs.clients:
                 continue
-            if req.pattern and not fnmatch.fnmatchcase(channel, req.pattern):
+            if pattern and not fnmatch.fnmatchcase(channel, pattern):
                 continue
-            result[channel] = {"num_clients": len(subs.clients)}
-        return {"channels": result}
+            result[channel] = len(subs.clients)
+        return result
 
     async def info(self, body: bytes) -> dict[str, Any]:
-        return {"nodes": [self.node.info()]}
+        nodes = self.node.live_nodes()
+        return {"nodes": [nodes[uid] for uid in sorted(nodes)]}
 
     async def rpc(self, body: bytes) -> dict[str, Any]:
         self._decode(body, RpcReq)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tidings import __version__
+from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Unsubscribe
 from tidings.protocol import codec
 from tidings.protocol.messages import (
@@ -272,6 +273,14 @@ class Client:
             except ReplyError as err:
                 if cmd.id:
                     self._reply_error(cmd.id, err)
+            except EngineError as exc:
+                log.warning("client %s: command failed, engine unavailable: %s",
+                            self.client_id, exc)
+                if cmd.connect is not None:
+                    self.close(Disconnect.INTERNAL)  # connect failed: the client reconnects
+                    return
+                if cmd.id:
+                    self._reply_error(cmd.id, ErrorCode.INTERNAL)
 
     async def handle_command(self, cmd: Command) -> None:
         method = self.session.check_command(cmd)
@@ -335,24 +344,25 @@ class Client:
         if cfg.connect_include_server_time:
             result.time = int(now * 1000)
         subs: dict[str, SubscribeResult] = {}
-        finish: list[tuple[SubscribeDecision, int]] = []
+        finish: list[tuple[SubscribeDecision, StreamPosition | None]] = []
         for sub_decision in decision.subs:
-            sub_result, live_from = await self._prepare_subscription(sub_decision, now)
+            sub_result, top = await self._prepare_subscription(sub_decision, now)
             subs[sub_decision.sub.channel] = sub_result
-            finish.append((sub_decision, live_from))
+            finish.append((sub_decision, top))
         if subs:
             result.subs = subs
         self._reply(Reply(id=cmd_id, connect=result))
-        for sub_decision, live_from in finish:
-            await self._finish_subscription(sub_decision, live_from)
+        for sub_decision, top in finish:
+            await self._finish_subscription(sub_decision, top)
 
     # ---------------------------------------------------------------- subscribe
 
     async def _prepare_subscription(
         self, decision: SubscribeDecision, now: float
-    ) -> tuple[SubscribeResult, int]:
+    ) -> tuple[SubscribeResult, StreamPosition | None]:
         """Register as syncing and read the stream; the caller sends the result, then calls
-        ``_finish_subscription``. On error the registration is undone."""
+        ``_finish_subscription`` with the stream top it read (None: not positioned). On error
+        the registration is undone."""
         node = self.node
         sub = decision.sub
         channel = sub.channel
@@ -371,43 +381,54 @@ class Client:
                     else 0,
                     since=StreamPosition(offset=decision.offset) if decision.recover else None,
                 )
-            return self.session.subscribe_result(decision, pubs, top, now)
+            result, _ = self.session.subscribe_result(decision, pubs, top, now)
+            return result, top if sub.positioned else None
         except BaseException:
             self.session.inflight.discard(channel)
             await node.remove_subscriber(channel, self)
             raise
 
-    async def _finish_subscription(self, decision: SubscribeDecision, live_from: int) -> None:
+    async def _finish_subscription(
+        self, decision: SubscribeDecision, top: StreamPosition | None
+    ) -> None:
         sub = decision.sub
         channel = sub.channel
         self.session.inflight.discard(channel)
         if self._closed:
             return
         self.session.subs[channel] = sub
-        buffered = self.node.hub.finish_sync(channel, self, push_join_leave=sub.push_join_leave)
-        for offset, shared in buffered:
-            if not sub.positioned or offset > live_from:
-                self.enqueue_shared(shared)
+        buffered = self.node.hub.finish_sync(
+            channel, self, push_join_leave=sub.push_join_leave,
+            live_from=top.offset if top is not None else -1,
+            epoch=top.epoch if top is not None else "",
+        )
+        for _, shared in buffered:
+            self.enqueue_shared(shared)
         if sub.expires_at:
             self.node.schedule_sub_expiry(self, channel, sub.expires_at)
         info = self.session.client_info(sub.chan_info)
-        if sub.presence:
-            await self.node.engine.add_presence(channel, self.client_id, info)
-        if sub.join_leave:
-            await self.node.engine.publish_join(channel, info)
+        try:
+            if sub.presence:
+                await self.node.engine.add_presence(channel, self.client_id, info)
+            if sub.join_leave:
+                await self.node.engine.publish_join(channel, info)
+        except EngineError as exc:
+            # The subscription stands; presence is re-added by the node's refresh round.
+            log.warning("client %s: presence/join for %s failed: %s", self.client_id, channel,
+                        exc)
 
     async def _subscribe(self, cmd_id: int, req: SubscribeRequest, now: float) -> None:
         decision = self.session.decide_subscribe(req, now)
-        result, live_from = await self._prepare_subscription(decision, now)
+        result, top = await self._prepare_subscription(decision, now)
         self._reply(Reply(id=cmd_id, subscribe=result))
-        await self._finish_subscription(decision, live_from)
+        await self._finish_subscription(decision, top)
 
     async def server_subscribe(self, decision: SubscribeDecision) -> None:
         """Subscribe server-side (HTTP API ``subscribe``): a ``subscribe`` push, no reply."""
         if self._closed or decision.sub.channel in self.session.subs:
             return
         now = time.time()
-        result, live_from = await self._prepare_subscription(decision, now)
+        result, top = await self._prepare_subscription(decision, now)
         push = SubscribePush(
             recoverable=result.recoverable,
             epoch=result.epoch,
@@ -416,13 +437,31 @@ class Client:
             data=result.data,
         )
         self.enqueue(codec.encode_push(Push(channel=decision.sub.channel, subscribe=push)))
-        await self._finish_subscription(decision, live_from)
+        await self._finish_subscription(decision, top)
 
     async def _unsubscribe(self, cmd_id: int, req: UnsubscribeRequest) -> None:
         if not req.channel:
             raise Disconnect.BAD_REQUEST
         await self.unsubscribe(req.channel)
         self._reply(Reply(id=cmd_id, unsubscribe=EmptyResult()))
+
+    def drop_subscription(self, channel: str, reason: Unsubscribe) -> None:
+        """The node cannot keep this subscription consistent (a gap in the stream): tell the
+        client to resubscribe (it recovers from its last offset), or disconnect with 3010 when
+        the subscription is server-side. Synchronous; the engine cleanup runs in background."""
+        sub = self.session.subs.get(channel)
+        if sub is None or self._closed:
+            return
+        if sub.server_side:
+            self.close(Disconnect.INSUFFICIENT_STATE)
+            return
+        log.info("client %s: unsubscribing from %s: %s", self.client_id, channel, reason.reason)
+        del self.session.subs[channel]
+        self.enqueue(codec.encode_push(Push(
+            channel=channel, unsubscribe=UnsubscribePush(code=reason.code, reason=reason.reason)
+        )))
+        self.node.hub_remove(channel, self)  # no further delivery from this moment
+        self.node.spawn(self.node.leave_channel(self, sub))
 
     async def unsubscribe(self, channel: str, push: Unsubscribe | None = None) -> None:
         """Remove a subscription; with ``push``, tell the client (server-side unsubscribe)."""

@@ -8,7 +8,11 @@ Rules that keep fan-out cheap (see docs/design.md):
   publications becomes one write per connection;
 - a client that is still subscribing sits in ``syncing`` (not ``clients``) and its publications
   are buffered, so the subscribe reply always precedes the first publication and nothing between
-  the reply's offset and the first live publication is lost or duplicated.
+  the reply's offset and the first live publication is lost or duplicated;
+- with a distributed engine, publications a subscriber already read from the stream may still be
+  in flight on the pub/sub connection when its subscribe completes. Such a positioned subscriber
+  waits in ``waiting`` (with the offset it read) until the channel's live stream passes that
+  offset; publications up to it are dropped for it, so it gets each offset exactly once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
     from tidings.core.client import Client
 
 __all__ = ["ChannelSubscribers", "Hub", "Shared"]
+
+_NONE: list[Client] = []
 
 
 class Shared:
@@ -39,16 +45,21 @@ class Shared:
 
 
 class ChannelSubscribers:
-    __slots__ = ("clients", "join_leave", "syncing")
+    __slots__ = ("clients", "delivered", "epoch", "join_leave", "syncing", "waiting")
 
     def __init__(self) -> None:
         # dicts, not sets: deterministic delivery order and O(1) removal
         self.clients: dict[Client, None] = {}
         self.join_leave: dict[Client, None] = {}
         self.syncing: dict[Client, list[tuple[int, Shared]]] = {}
+        self.waiting: dict[Client, int] = {}
+        # The channel's stream as this node has seen it: the epoch, and the offset of the last
+        # publication the engine delivered (0: none yet). Used to detect gaps.
+        self.epoch = ""
+        self.delivered = 0
 
     def __len__(self) -> int:
-        return len(self.clients) + len(self.syncing)
+        return len(self.clients) + len(self.syncing) + len(self.waiting)
 
 
 class Hub:
@@ -65,15 +76,33 @@ class Hub:
         return first
 
     def finish_sync(
-        self, channel: str, client: Client, *, push_join_leave: bool
+        self,
+        channel: str,
+        client: Client,
+        *,
+        push_join_leave: bool,
+        live_from: int = -1,
+        epoch: str = "",
     ) -> list[tuple[int, Shared]]:
-        """Promote a syncing client to a live subscriber; returns what was buffered."""
+        """Promote a syncing client to a live subscriber; returns what was buffered. With
+        ``live_from`` (a positioned subscriber that read the stream up to that offset) the
+        buffered publications up to it are dropped, and if the live stream has not passed it
+        yet the client waits for it (see the module doc)."""
         subs = self.channels[channel]
         buffered = subs.syncing.pop(client, [])
-        subs.clients[client] = None
         if push_join_leave:
             subs.join_leave[client] = None
-        return buffered
+        if live_from < 0:
+            subs.clients[client] = None
+            return buffered
+        if not subs.epoch:
+            subs.epoch = epoch
+        fresh = [item for item in buffered if item[0] > live_from]
+        if fresh or subs.delivered >= live_from:
+            subs.clients[client] = None
+        else:
+            subs.waiting[client] = live_from
+        return fresh
 
     def remove(self, channel: str, client: Client) -> bool:
         """Remove a client (live or syncing); returns True if the channel became empty."""
@@ -83,7 +112,8 @@ class Hub:
         subs.clients.pop(client, None)
         subs.join_leave.pop(client, None)
         subs.syncing.pop(client, None)
-        if not subs.clients and not subs.syncing:
+        subs.waiting.pop(client, None)
+        if not subs.clients and not subs.syncing and not subs.waiting:
             del self.channels[channel]
             return True
         return False
@@ -92,15 +122,27 @@ class Hub:
         subs = self.channels.get(channel)
         return len(subs) if subs is not None else 0
 
-    def broadcast(self, channel: str, shared: Shared, offset: int) -> None:
-        subs = self.channels.get(channel)
-        if subs is None:
-            return
+    def broadcast(self, subs: ChannelSubscribers, shared: Shared, offset: int) -> list[Client]:
+        """Deliver to every live subscriber; returns the waiting subscribers that found a gap
+        (the first live offset is past the one after what they read): rare, and the caller
+        tells them."""
         for client in subs.clients:
             client.enqueue_shared(shared)
         if subs.syncing:
             for buffer in subs.syncing.values():
                 buffer.append((offset, shared))
+        if not subs.waiting:
+            return _NONE
+        missed: list[Client] = []
+        for client, live_from in list(subs.waiting.items()):
+            if offset > live_from:
+                del subs.waiting[client]
+                if offset > live_from + 1:
+                    missed.append(client)
+                else:
+                    subs.clients[client] = None
+                    client.enqueue_shared(shared)
+        return missed
 
     def broadcast_join_leave(self, channel: str, shared: Shared) -> None:
         subs = self.channels.get(channel)

@@ -17,14 +17,16 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
+
+import msgspec
 
 from tidings import __version__
 from tidings.config import ChannelOptions, Config
 from tidings.core.client import Client, Transport
-from tidings.core.hub import Hub, Shared
-from tidings.engine.base import Engine, HistoryOptions
+from tidings.core.hub import ChannelSubscribers, Hub, Shared
+from tidings.engine.base import Engine, EngineError, HistoryOptions
 from tidings.engine.memory import MemoryEngine
 from tidings.errors import Disconnect, ErrorCode, Unsubscribe
 from tidings.protocol import codec
@@ -52,6 +54,38 @@ _STALE, _EXPIRE, _SUB_EXPIRE, _PONG = range(4)
 COALESCE_THRESHOLD = 0.002
 COALESCE_MAX_DELAY = 0.05
 
+# The cluster: every node publishes its info every NODE_INFO_INTERVAL seconds; a node not heard
+# from for NODE_INFO_TTL is gone. Surveys wait SURVEY_TIMEOUT for the other nodes' answers.
+NODE_INFO_INTERVAL = 3.0
+NODE_INFO_TTL = 10.0
+SURVEY_TIMEOUT = 3.0
+
+ControlHandler = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+SurveyHandler = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
+_control = msgspec.json.Encoder()
+
+
+class _ControlMessage(msgspec.Struct):
+    op: str
+    from_: str = msgspec.field(default="", name="from")
+    id: str = ""
+    kind: str = ""
+    params: Any = None
+
+
+class _Survey:
+    def __init__(self, waiting: set[str], done: asyncio.Future[None]) -> None:
+        self.waiting = waiting
+        self.done = done
+        self.answers: list[Any] = []
+
+    def answer(self, node: str, data: Any) -> None:
+        if node in self.waiting:
+            self.waiting.discard(node)
+            self.answers.append(data)
+            if not self.waiting and not self.done.done():
+                self.done.set_result(None)
+
 
 class Node:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
@@ -69,7 +103,7 @@ class Node:
             TokenVerifier(sub_cfg, skip_signature=skip) if sub_cfg.enabled else self.verifier
         )
         self.engine: Engine = engine if engine is not None else MemoryEngine()
-        self.engine.register_handler(self)
+        self.engine.register_handler(self, self.id)
         self.hub = Hub()
         self.clients: dict[str, Client] = {}  # authenticated clients by client ID
         self.users: dict[str, dict[Client, None]] = {}
@@ -87,6 +121,13 @@ class Node:
         self._clock: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = time.time()
+        # The cluster: other nodes' latest info (from their heartbeats) with its expiry time.
+        self.nodes: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Server-side actions and survey answers, registered by the API (see ApiHandler).
+        self.control_handlers: dict[str, ControlHandler] = {}
+        self.survey_handlers: dict[str, SurveyHandler] = {}
+        self._surveys: dict[str, _Survey] = {}
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -100,17 +141,23 @@ class Node:
         self.started_at = time.time()
         await self.engine.start()
         self._clock = self._loop.create_task(self._tick_forever())
+        self._background.append(self._loop.create_task(self._heartbeat_forever()))
+        if self.engine.presence_ttl > 0:
+            self._background.append(self._loop.create_task(self._refresh_presence_forever()))
 
     async def shutdown(self, grace: float) -> None:
         """Disconnect every client with 3001 (reconnect), then stop the engine."""
         for client in list(self.opened):
             client.close(Disconnect.SHUTDOWN)
-        if self._clock is not None:
-            self._clock.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._clock
+        for task in [self._clock, *self._background]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
+        with contextlib.suppress(EngineError):
+            await self.engine.publish_control(_control.encode({"op": "bye", "from": self.id}))
         await self.engine.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -218,10 +265,16 @@ class Node:
             await self.engine.unsubscribe(channel)
 
     async def leave_channel(self, client: Client, sub: Sub) -> None:
-        if sub.presence:
-            await self.engine.remove_presence(sub.channel, client.client_id, client.user)
-        if sub.join_leave:
-            await self.engine.publish_leave(sub.channel, client.session.client_info(sub.chan_info))
+        try:
+            if sub.presence:
+                await self.engine.remove_presence(sub.channel, client.client_id, client.user)
+            if sub.join_leave:
+                info = client.session.client_info(sub.chan_info)
+                await self.engine.publish_leave(sub.channel, info)
+        except EngineError as exc:
+            # Presence entries expire by themselves (engine.presence_ttl).
+            log.warning("leave of client %s from %s not published: %s", client.client_id,
+                        sub.channel, exc)
 
     def history_options(self, opts: ChannelOptions) -> HistoryOptions:
         return HistoryOptions(
@@ -270,10 +323,49 @@ class Node:
     # ---------------------------------------------------------------- broker events
 
     def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
-        if channel not in self.hub.channels:
+        subs = self.hub.channels.get(channel)
+        if subs is None:
             return
+        offset = position.offset
+        if offset:
+            # Gap detection: a positioned subscriber must see every offset exactly once.
+            if subs.epoch != position.epoch:
+                if subs.epoch:
+                    log.warning("channel %s: stream epoch changed (%s -> %s)", channel,
+                                subs.epoch, position.epoch)
+                    self._insufficient_state(channel, subs)
+                subs.epoch = position.epoch
+                subs.delivered = offset
+            elif offset > subs.delivered + 1 and subs.delivered:
+                log.warning("channel %s: publications %d..%d never arrived", channel,
+                            subs.delivered + 1, offset - 1)
+                self._insufficient_state(channel, subs)
+                subs.delivered = offset
+            elif offset > subs.delivered:
+                subs.delivered = offset
         shared = Shared(codec.encode_push(Push(channel=channel, pub=pub)))
-        self.hub.broadcast(channel, shared, pub.offset)
+        missed = self.hub.broadcast(subs, shared, offset)
+        for client in missed:
+            client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
+
+    def _insufficient_state(
+        self, channel: str, subs: ChannelSubscribers, *, only_waiting_before: int = -1
+    ) -> None:
+        """Positioned subscribers of ``channel`` may have missed publications: each one is told
+        to resubscribe and recover (server-side subscriptions: disconnect 3010). With
+        ``only_waiting_before``, live subscribers are kept and only waiting ones whose read
+        position is older are told."""
+        if only_waiting_before < 0:
+            for client in list(subs.clients):
+                sub = client.session.subs.get(channel)
+                if sub is not None and sub.positioned:
+                    client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
+            for client in list(subs.syncing):
+                # Mid-subscribe: what it read may predate the gap. Rare; reconnect and recover.
+                client.close(Disconnect.INSUFFICIENT_STATE)
+        for client, live_from in list(subs.waiting.items()):
+            if only_waiting_before < 0 or live_from < only_waiting_before:
+                client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         if channel in self.hub.channels:
@@ -285,9 +377,159 @@ class Node:
             payload = codec.encode_push(Push(channel=channel, leave=JoinLeave(info=info)))
             self.hub.broadcast_join_leave(channel, Shared(payload))
 
+    def handle_reconnect(self, channels: list[str]) -> None:
+        self.spawn(self._check_positions(channels))
+
+    async def _check_positions(self, channels: list[str]) -> None:
+        """After the engine's subscription was interrupted: a channel whose stream moved past
+        what this node delivered lost publications here; its positioned subscribers recover."""
+        for channel in channels:
+            if channel not in self.hub.channels:
+                continue
+            opts = self.rules.options(channel)
+            if not opts.history_enabled:
+                continue
+            try:
+                _, top = await self.engine.history(
+                    channel, options=self.history_options(opts), limit=0
+                )
+            except EngineError as exc:
+                log.warning("channel %s: position check failed: %s", channel, exc)
+                subs = self.hub.channels.get(channel)
+                if subs is not None:
+                    self._insufficient_state(channel, subs)
+                continue
+            subs = self.hub.channels.get(channel)
+            if subs is None:
+                continue
+            if (subs.epoch and top.epoch != subs.epoch) or top.offset > subs.delivered:
+                if subs.epoch and top.epoch != subs.epoch:
+                    log.warning("channel %s: stream epoch changed while disconnected", channel)
+                else:
+                    log.warning("channel %s: offsets %d..%d may have been missed", channel,
+                                subs.delivered + 1, top.offset)
+                self._insufficient_state(channel, subs)
+                subs.epoch, subs.delivered = top.epoch, top.offset
+
+    # ---------------------------------------------------------------- the cluster
+
+    async def control(self, op: str, params: dict[str, Any]) -> None:
+        """A server-side action (disconnect, unsubscribe, ...): applied here, and published
+        for every other node to apply to its own clients."""
+        await self.control_handlers[op](params)
+        await self.engine.publish_control(
+            _control.encode({"op": op, "from": self.id, "params": params})
+        )
+
     def handle_control(self, data: bytes) -> None:
-        # The memory engine has one node; server-side actions are applied directly.
-        return None
+        try:
+            msg = msgspec.json.decode(data, type=_ControlMessage)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("dropped a malformed control message: %s", exc)
+            return
+        if msg.op == "node":
+            if msg.from_ != self.id:
+                self.nodes[msg.from_] = (time.monotonic() + NODE_INFO_TTL, msg.params)
+        elif msg.op == "bye":
+            self.nodes.pop(msg.from_, None)
+        elif msg.from_ == self.id:
+            return  # applied locally already
+        elif msg.op == "survey":
+            self.spawn(self._answer_survey(msg))
+        elif msg.op == "survey_reply":
+            survey = self._surveys.get(msg.id)
+            if survey is not None:
+                survey.answer(msg.from_, msg.params)
+        else:
+            handler = self.control_handlers.get(msg.op)
+            if handler is not None:
+                self.spawn(handler(msg.params))
+            else:
+                log.warning("unknown control operation %r from node %s", msg.op, msg.from_)
+
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        """Every node's latest info, this one's fresh."""
+        now = time.monotonic()
+        for uid, (expires, _) in list(self.nodes.items()):
+            if expires < now:
+                del self.nodes[uid]
+        result = {uid: info for uid, (_, info) in self.nodes.items()}
+        result[self.id] = self.info()
+        return result
+
+    async def survey(self, kind: str, params: dict[str, Any]) -> list[Any]:
+        """Ask every node (this one included) and collect the answers; nodes that do not
+        answer within ``SURVEY_TIMEOUT`` are left out (logged)."""
+        answers: list[Any] = [await self.survey_handlers[kind](params)]
+        others = {uid for uid in self.live_nodes() if uid != self.id}
+        if not others:
+            return answers
+        survey = _Survey(others, self.loop.create_future())
+        sid = uuid.uuid4().hex
+        self._surveys[sid] = survey
+        try:
+            await self.engine.publish_control(_control.encode(
+                {"op": "survey", "from": self.id, "id": sid, "kind": kind, "params": params}
+            ))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(survey.done), SURVEY_TIMEOUT)
+        finally:
+            del self._surveys[sid]
+        if survey.waiting:
+            log.warning("survey %s: no answer from nodes %s", kind, sorted(survey.waiting))
+        return answers + survey.answers
+
+    async def _answer_survey(self, msg: _ControlMessage) -> None:
+        handler = self.survey_handlers.get(msg.kind)
+        if handler is None:
+            return
+        answer = await handler(msg.params)
+        await self.engine.publish_control(
+            _control.encode({"op": "survey_reply", "from": self.id, "id": msg.id,
+                             "params": answer}),
+            node_id=msg.from_,
+        )
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            try:
+                await self.engine.publish_control(
+                    _control.encode({"op": "node", "from": self.id, "params": self.info()})
+                )
+            except EngineError as exc:
+                log.debug("node info not published: %s", exc)
+            await asyncio.sleep(NODE_INFO_INTERVAL)
+
+    async def _refresh_presence_forever(self) -> None:
+        """Re-add this node's presence entries well before they expire in the engine (a node
+        that dies stops refreshing, so its clients vanish within ``presence_ttl``)."""
+        interval = min(max(self.engine.presence_ttl / 3, 0.2), 25.0)
+        while True:
+            await asyncio.sleep(interval)
+            entries = [
+                (sub.channel, client)
+                for client in list(self.clients.values())
+                for sub in client.session.subs.values()
+                if sub.presence
+            ]
+            for i in range(0, len(entries), 100):
+                batch = entries[i : i + 100]
+                results = await asyncio.gather(
+                    *(
+                        self.engine.add_presence(
+                            channel, client.client_id,
+                            client.session.client_info(client.session.subs[channel].chan_info),
+                        )
+                        for channel, client in batch
+                        if channel in client.session.subs
+                    ),
+                    return_exceptions=True,
+                )
+                failed = [r for r in results if isinstance(r, Exception)]
+                if failed:
+                    log.warning("presence refresh: %d of %d failed: %s", len(failed),
+                                len(results), failed[0])
+                    break
 
     # ---------------------------------------------------------------- server-side actions
 

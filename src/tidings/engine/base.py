@@ -5,7 +5,9 @@ Guarantees every engine gives (checked by ``tests/contract``):
   :class:`BrokerEventHandler` as one atomic step per channel: handlers see publications of a
   channel in offset order, and a ``history`` call that starts after ``publish`` returned sees
   the publication.
-- Delivery is at most once per node subscription; gaps are detectable through offsets.
+- Delivery is at most once per node subscription, asynchronous for distributed engines; gaps are
+  detectable through offsets. When a distributed engine lost its subscription connection it
+  calls ``handle_reconnect`` with the channels that may have missed publications.
 - Reading the stream of a history-enabled channel creates it: the epoch it returns is the epoch
   later publications carry, until the stream metadata expires (``meta_ttl``).
 - ``history_remove`` drops the items but keeps the top offset and epoch.
@@ -61,9 +63,15 @@ class BrokerEventHandler(Protocol):
 
     def handle_control(self, data: bytes) -> None: ...
 
+    def handle_reconnect(self, channels: list[str]) -> None:
+        """The engine's subscription was interrupted; these channels may have gaps."""
+        ...
+
 
 class Broker(Protocol):
-    def register_handler(self, handler: BrokerEventHandler) -> None: ...
+    def register_handler(self, handler: BrokerEventHandler, node_id: str = "") -> None:
+        """Deliver events to ``handler``; ``node_id`` addresses this node's control messages."""
+        ...
 
     async def subscribe(self, channel: str) -> None:
         """Start delivering the channel's events to this node."""
@@ -88,8 +96,9 @@ class Broker(Protocol):
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
 
-    async def publish_control(self, data: bytes) -> None:
-        """Deliver ``data`` to every node's ``handle_control`` (this one included)."""
+    async def publish_control(self, data: bytes, node_id: str = "") -> None:
+        """Deliver ``data`` to every node's ``handle_control`` (this one included), or only to
+        node ``node_id``."""
         ...
 
     async def history(
@@ -109,6 +118,10 @@ class Broker(Protocol):
 
 
 class PresenceManager(Protocol):
+    # Presence entries expire unless re-added within this many seconds (0: they never expire);
+    # the node re-adds its clients' entries well within it.
+    presence_ttl: float
+
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None: ...

@@ -57,6 +57,7 @@ class MemoryEngine:
         self._presence: dict[str, dict[str, ClientInfo]] = {}
         self._users: dict[str, Counter[str]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.idempotency_ttl = IDEMPOTENCY_TTL
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -87,7 +88,9 @@ class MemoryEngine:
 
     # ------------------------------------------------------------------ broker
 
-    def register_handler(self, handler: BrokerEventHandler) -> None:
+    presence_ttl = 0.0  # entries live until removed: the process holds them
+
+    def register_handler(self, handler: BrokerEventHandler, node_id: str = "") -> None:
         self._handler = handler
 
     async def subscribe(self, channel: str) -> None:
@@ -135,7 +138,7 @@ class MemoryEngine:
         else:
             position = StreamPosition()
         if idempotency_key:
-            self._idempotency[(channel, idempotency_key)] = (now + IDEMPOTENCY_TTL, position)
+            self._idempotency[(channel, idempotency_key)] = (now + self.idempotency_ttl, position)
         if self._handler is not None:
             self._handler.handle_publication(channel, pub, position)
         return position, False
@@ -148,7 +151,7 @@ class MemoryEngine:
         if self._handler is not None:
             self._handler.handle_leave(channel, info)
 
-    async def publish_control(self, data: bytes) -> None:
+    async def publish_control(self, data: bytes, node_id: str = "") -> None:
         if self._handler is not None:
             self._handler.handle_control(data)
 
