@@ -280,8 +280,7 @@ class _PubSubProtocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -630,6 +629,10 @@ class RedisEngine:
     async def start(self) -> None:
         for shard in self._all_shards():
             shard.start()
+        # Serve as soon as Redis answers, but never wait for it forever: while it is away,
+        # operations fail with clear errors and the pub/sub connections keep retrying.
+        if not await self.wait_connected(self.cfg.connect_timeout + self.cfg.io_timeout):
+            log.warning("redis is not reachable yet; serving anyway and retrying")
 
     async def close(self) -> None:
         for shard in self._all_shards():
