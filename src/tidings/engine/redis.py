@@ -335,6 +335,7 @@ class _Shard:
         self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
         self._scripts: dict[str, str] = {}
+        self.also_close: list[aioredis.Redis] = []  # e.g. the Sentinel connections
 
     # ---------------------------------------------------------------- commands
 
@@ -369,6 +370,8 @@ class _Shard:
         await self.client.aclose()
         if isinstance(self.client, aioredis.Redis):
             await self.client.connection_pool.disconnect()
+        for extra in self.also_close:
+            await extra.aclose()
 
     async def subscribe(self, channel: bytes) -> None:
         self.channels.add(channel)
@@ -592,8 +595,10 @@ class RedisEngine:
                 return _Endpoint(host=str(host), port=int(port), tls=master_ep.tls,
                                  user=cfg.user, password=cfg.password)
 
-            return [_Shard(self, f"{label}sentinel {cfg.sentinel_master_name}", client,
-                           locate_master, cfg)]
+            shard = _Shard(self, f"{label}sentinel {cfg.sentinel_master_name}", client,
+                           locate_master, cfg)
+            shard.also_close = list(sentinel.sentinels)
+            return [shard]
         shards = []
         for address in cfg.address:
             ep = parse_address(address, cfg)

@@ -1,0 +1,199 @@
+"""The Redis engine in process, against real Redis deployments the tests start: two engines as
+two nodes, every way of addressing Redis (TCP with a password, unix socket, shards, Sentinel,
+Cluster), and what happens when Redis goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.contract.conftest import Recorder
+from tests.redisproc import RedisCluster, RedisSentinel, RedisServer
+from tidings.config import RedisConfig
+from tidings.engine.base import EngineError, HistoryOptions
+from tidings.engine.redis import RedisEngine, jump_hash, shard_index
+from tidings.protocol.messages import ClientInfo, Publication
+
+OPTS = HistoryOptions(size=10, ttl=60.0, meta_ttl=600.0)
+
+
+def pub(n: int) -> Publication:
+    return Publication(data=msgspec.Raw(b'{"n":%d}' % n))
+
+
+def config(**fields: object) -> RedisConfig:
+    cfg = RedisConfig(prefix=f"t{uuid.uuid4().hex[:10]}", connect_timeout=0.5, io_timeout=1.0)
+    for key, value in fields.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@asynccontextmanager
+async def node(cfg: RedisConfig) -> AsyncIterator[tuple[RedisEngine, Recorder]]:
+    engine = RedisEngine(cfg)
+    events = Recorder()
+    engine.register_handler(events, uuid.uuid4().hex)
+    await engine.start()
+    try:
+        assert await engine.wait_connected(10.0)
+        yield engine, events
+    finally:
+        await engine.close()
+
+
+async def check_two_nodes(cfg: RedisConfig, channels: list[str]) -> None:
+    """Publications, history and presence of each channel are shared by two engines."""
+    async with node(cfg) as (a, a_events), node(cfg) as (b, b_events):
+        for ch in channels:
+            await b.subscribe(ch)
+        for i, ch in enumerate(channels):
+            position, _ = await a.publish(ch, pub(i), history=OPTS)
+            assert position.offset == 1 and position.epoch
+            await a.add_presence(ch, f"c{i}", ClientInfo(user="u", client=f"c{i}"))
+        await b_events.wait_for(lambda: len(b_events.publications) == len(channels))
+        assert sorted(c for c, _, _ in b_events.publications) == sorted(channels)
+        for i, ch in enumerate(channels):
+            pubs, top = await b.history(ch, options=OPTS, limit=-1)
+            assert [bytes(p.data) for p in pubs] == [b'{"n":%d}' % i]
+            assert top.offset == 1
+            assert list(await b.presence(ch)) == [f"c{i}"]
+        assert a_events.publications == []  # a never subscribed
+
+
+def test_jump_hash_is_consistent() -> None:
+    keys = range(2000)
+    two = [jump_hash(k * 7919, 2) for k in keys]
+    three = [jump_hash(k * 7919, 3) for k in keys]
+    assert set(two) == {0, 1} and set(three) == {0, 1, 2}
+    moved = sum(1 for x, y in zip(two, three, strict=True) if x != y)
+    assert all(y == 2 for x, y in zip(two, three, strict=True) if x != y)  # only to the new one
+    assert 500 < moved < 850  # about a third
+    assert shard_index("news", 1) == 0
+
+
+async def test_two_nodes_share_everything_over_tcp_with_password(tmp_path: Path) -> None:
+    with RedisServer(tmp_path, password="s3cret") as server:
+        await check_two_nodes(config(address=[server.url]), ["a", "b:c", "{weird}"])
+
+
+async def test_unix_socket_address(tmp_path: Path) -> None:
+    sock = tmp_path / "r.sock"
+    with RedisServer(tmp_path, extra_args=["--unixsocket", str(sock)]):
+        await check_two_nodes(config(address=[f"unix://{sock}"]), ["u1", "u2"])
+
+
+async def test_control_messages_reach_every_node_or_one(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        cfg = config(address=[server.url])
+        async with node(cfg) as (a, a_events), node(cfg) as (b, b_events):
+            await a.publish_control(b"all")
+            await a_events.wait_for(lambda: a_events.controls == [b"all"])
+            await b_events.wait_for(lambda: b_events.controls == [b"all"])
+            b_id = b.node_channel.decode().rsplit(".", 1)[1]
+            await a.publish_control(b"only-b", node_id=b_id)
+            await b_events.wait_for(lambda: b_events.controls == [b"all", b"only-b"])
+            await a.publish_control(b"all-2")
+            await a_events.wait_for(lambda: a_events.controls == [b"all", b"all-2"])
+
+
+async def test_shards_spread_channels_and_keep_each_on_one(tmp_path: Path) -> None:
+    with RedisServer(tmp_path, name="r1") as r1, RedisServer(tmp_path, name="r2") as r2:
+        cfg = config(address=[r1.url, r2.url])
+        channels = [f"chan{i}" for i in range(30)]
+        await check_two_nodes(cfg, channels)
+        held = []
+        for server in (r1, r2):
+            with server.client() as c:
+                held.append({k.decode() for k in c.keys(f"{cfg.prefix}.s.*")})
+        assert held[0] and held[1], "both shards hold some streams"
+        assert not held[0] & held[1]
+        assert len(held[0] | held[1]) == len(channels)
+        for ch in channels:
+            expected = shard_index(ch, 2)
+            assert f"{cfg.prefix}.s.{{{ch}}}" in held[expected]
+
+
+async def test_sentinel(tmp_path: Path) -> None:
+    with RedisSentinel(tmp_path) as sentinel:
+        cfg = config(address=[], sentinel_address=[sentinel.sentinel_address],
+                     sentinel_master_name=sentinel.master_name)
+        await check_two_nodes(cfg, ["s1", "s2"])
+
+
+async def test_cluster(tmp_path: Path) -> None:
+    with RedisCluster(tmp_path) as cluster:
+        cfg = config(address=[], cluster_address=cluster.addresses)
+        channels = [f"k{i}" for i in range(12)]
+        await check_two_nodes(cfg, channels)
+        slots_used = set()
+        for n in cluster.nodes:
+            with n.client() as c:
+                if c.keys(f"{cfg.prefix}.s.*"):
+                    slots_used.add(n.port)
+        assert len(slots_used) >= 2, "channels live on several cluster masters"
+
+
+async def test_separate_presence_redis(tmp_path: Path) -> None:
+    with RedisServer(tmp_path, name="b") as broker, RedisServer(tmp_path, name="p") as pres:
+        engine = RedisEngine(config(address=[broker.url]),
+                             presence=config(address=[pres.url], presence_ttl=30.0))
+        engine.register_handler(Recorder(), "n")
+        await engine.start()
+        try:
+            await engine.add_presence("ch", "c1", ClientInfo(user="u", client="c1"))
+            assert list(await engine.presence("ch")) == ["c1"]
+            with pres.client() as c:
+                assert c.keys("*.ph.*")
+            with broker.client() as c:
+                assert not c.keys("*.ph.*")
+        finally:
+            await engine.close()
+
+
+async def test_presence_entries_expire(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        async with node(config(address=[server.url], presence_ttl=1.0)) as (a, _):
+            await a.add_presence("p", "gone", ClientInfo(user="u", client="gone"))
+            assert list(await a.presence("p")) == ["gone"]
+            deadline = time.monotonic() + 5
+            while await a.presence("p") and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert await a.presence("p") == {}
+            assert (await a.presence_stats("p")).num_clients == 0
+
+
+async def timed(call: Callable[[], object]) -> float:
+    started = time.monotonic()
+    with pytest.raises(EngineError):
+        result = call()
+        assert asyncio.iscoroutine(result)
+        await result
+    return time.monotonic() - started
+
+
+async def test_redis_restart_fails_fast_then_resubscribes_and_reports(tmp_path: Path) -> None:
+    with RedisServer(tmp_path, appendonly=True) as server:
+        async with node(config(address=[server.url])) as (a, a_events):
+            await a.subscribe("live")
+            await a.publish("live", pub(1), history=OPTS)
+            await a_events.wait_for(lambda: len(a_events.publications) == 1)
+            server.stop()
+            # Every operation fails with a clear error within the I/O timeout, none hangs.
+            assert await timed(lambda: a.publish("live", pub(2), history=OPTS)) < 3.0
+            assert await timed(lambda: a.history("live", options=OPTS, limit=-1)) < 3.0
+            assert await timed(lambda: a.presence("live")) < 3.0
+            assert await timed(lambda: a.subscribe("other")) < 3.0
+            await a.unsubscribe("other")
+            server.restart()
+            await a_events.wait_for(lambda: a_events.reconnects == [["live"]], timeout=15)
+            position, _ = await a.publish("live", pub(3), history=OPTS)
+            assert position.offset == 2  # appendonly: the stream survived the restart
+            await a_events.wait_for(lambda: len(a_events.publications) == 2)
+            assert a_events.publications[-1][2].offset == 2
