@@ -63,10 +63,10 @@ class Recorder:
         self.reconnects.append(sorted(channels))
         self.changed.set()
 
-    async def wait_for(self, predicate: object, timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: object, within: float = 5.0) -> None:
         """Wait until ``predicate()`` is true (events arrive asynchronously)."""
         assert callable(predicate)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()

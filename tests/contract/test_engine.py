@@ -7,6 +7,7 @@ import msgspec
 from tests.contract.conftest import EngineEnv
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 
+
 def pub(n: int) -> Publication:
     return Publication(data=msgspec.Raw(b'{"n":%d}' % n))
 
@@ -77,7 +78,9 @@ async def test_window_keeps_last_size_items(engine_env: EngineEnv) -> None:
     pubs, top = await engine.history("w", options=engine_env.opts, limit=-1)
     assert [p.offset for p in pubs] == [4, 5, 6, 7, 8]
     assert top.offset == 8
-    since_old, _ = await engine.history("w", options=engine_env.opts, limit=-1, since=StreamPosition(1))
+    since_old, _ = await engine.history(
+        "w", options=engine_env.opts, limit=-1, since=StreamPosition(offset=1)
+    )
     assert [p.offset for p in since_old] == [4, 5, 6, 7, 8]
 
 
@@ -118,18 +121,19 @@ async def test_remove_history_keeps_position(engine_env: EngineEnv) -> None:
 
 async def test_idempotency_key_suppresses_repeat(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
+    opts = engine_env.opts
     engine_env.set_idempotency_ttl(1)
     await engine.subscribe("i")
-    first, suppressed1 = await engine.publish("i", pub(1), history=engine_env.opts, idempotency_key="k")
-    again, suppressed2 = await engine.publish("i", pub(1), history=engine_env.opts, idempotency_key="k")
-    other, _ = await engine.publish("i", pub(2), history=engine_env.opts, idempotency_key="k2")
+    first, suppressed1 = await engine.publish("i", pub(1), history=opts, idempotency_key="k")
+    again, suppressed2 = await engine.publish("i", pub(1), history=opts, idempotency_key="k")
+    other, _ = await engine.publish("i", pub(2), history=opts, idempotency_key="k2")
     assert (suppressed1, suppressed2) == (False, True)
     assert again == first
     assert other.offset == 2
     await engine_env.settle()
     assert len(engine_env.events.publications) == 2
     await engine_env.advance(2)
-    later, suppressed3 = await engine.publish("i", pub(1), history=engine_env.opts, idempotency_key="k")
+    later, suppressed3 = await engine.publish("i", pub(1), history=opts, idempotency_key="k")
     assert not suppressed3 and later.offset == 3
 
 

@@ -162,9 +162,7 @@ async def test_presence_entries_expire(tmp_path: Path) -> None:
         async with node(config(address=[server.url], presence_ttl=1.0)) as (a, _):
             await a.add_presence("p", "gone", ClientInfo(user="u", client="gone"))
             assert list(await a.presence("p")) == ["gone"]
-            deadline = time.monotonic() + 5
-            while await a.presence("p") and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.2)  # the TTL is the point of this test
             assert await a.presence("p") == {}
             assert (await a.presence_stats("p")).num_clients == 0
 
@@ -192,7 +190,7 @@ async def test_redis_restart_fails_fast_then_resubscribes_and_reports(tmp_path: 
             assert await timed(lambda: a.subscribe("other")) < 3.0
             await a.unsubscribe("other")
             server.restart()
-            await a_events.wait_for(lambda: a_events.reconnects == [["live"]], timeout=15)
+            await a_events.wait_for(lambda: a_events.reconnects == [["live"]], within=15)
             position, _ = await a.publish("live", pub(3), history=OPTS)
             assert position.offset == 2  # appendonly: the stream survived the restart
             await a_events.wait_for(lambda: len(a_events.publications) == 2)
