@@ -474,11 +474,12 @@ class ApiHandler:
         pattern = str(params.get("pattern") or "")
         result: dict[str, int] = {}
         for channel, subs in self.node.hub.channels.items():
-            if not subs.clients:
+            count = self.node.hub.num_subscribed(subs)
+            if not count:
                 continue
             if pattern and not fnmatch.fnmatchcase(channel, pattern):
                 continue
-            result[channel] = len(subs.clients)
+            result[channel] = count
         return result
 
     async def info(self, body: bytes) -> dict[str, Any]:

@@ -118,9 +118,9 @@ class Hub:
             return True
         return False
 
-    def num_subscribers(self, channel: str) -> int:
-        subs = self.channels.get(channel)
-        return len(subs) if subs is not None else 0
+    def num_subscribed(self, subs: ChannelSubscribers) -> int:
+        """Subscribers that completed their subscribe (live or waiting for the live stream)."""
+        return len(subs.clients) + len(subs.waiting)
 
     def broadcast(self, subs: ChannelSubscribers, shared: Shared, offset: int) -> list[Client]:
         """Deliver to every live subscriber; returns the waiting subscribers that found a gap
@@ -135,7 +135,9 @@ class Hub:
             return _NONE
         missed: list[Client] = []
         for client, live_from in list(subs.waiting.items()):
-            if offset > live_from:
+            if not offset:  # a publication outside the stream (skip_history): deliver it
+                client.enqueue_shared(shared)
+            elif offset > live_from:
                 del subs.waiting[client]
                 if offset > live_from + 1:
                     missed.append(client)

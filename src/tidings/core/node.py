@@ -349,13 +349,14 @@ class Node:
             client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
 
     def _insufficient_state(
-        self, channel: str, subs: ChannelSubscribers, *, only_waiting_before: int = -1
+        self, channel: str, subs: ChannelSubscribers, *, live: bool = True,
+        waiting_before: int | None = None,
     ) -> None:
         """Positioned subscribers of ``channel`` may have missed publications: each one is told
-        to resubscribe and recover (server-side subscriptions: disconnect 3010). With
-        ``only_waiting_before``, live subscribers are kept and only waiting ones whose read
-        position is older are told."""
-        if only_waiting_before < 0:
+        to resubscribe and recover (server-side subscriptions: disconnect 3010). ``live``:
+        the live ones (and those mid-subscribe); waiting ones all, or with ``waiting_before``
+        only those whose read position is older."""
+        if live:
             for client in list(subs.clients):
                 sub = client.session.subs.get(channel)
                 if sub is not None and sub.positioned:
@@ -364,7 +365,7 @@ class Node:
                 # Mid-subscribe: what it read may predate the gap. Rare; reconnect and recover.
                 client.close(Disconnect.INSUFFICIENT_STATE)
         for client, live_from in list(subs.waiting.items()):
-            if only_waiting_before < 0 or live_from < only_waiting_before:
+            if waiting_before is None or live_from < waiting_before:
                 client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
@@ -402,14 +403,19 @@ class Node:
             subs = self.hub.channels.get(channel)
             if subs is None:
                 continue
-            if (subs.epoch and top.epoch != subs.epoch) or top.offset > subs.delivered:
-                if subs.epoch and top.epoch != subs.epoch:
-                    log.warning("channel %s: stream epoch changed while disconnected", channel)
-                else:
-                    log.warning("channel %s: offsets %d..%d may have been missed", channel,
-                                subs.delivered + 1, top.offset)
+            if subs.epoch and top.epoch != subs.epoch:
+                log.warning("channel %s: stream epoch changed while disconnected", channel)
                 self._insufficient_state(channel, subs)
-                subs.epoch, subs.delivered = top.epoch, top.offset
+            elif top.offset > subs.delivered or any(
+                top.offset > live_from for live_from in subs.waiting.values()
+            ):
+                log.warning("channel %s: publications up to offset %d may have been missed",
+                            channel, top.offset)
+                self._insufficient_state(channel, subs, live=top.offset > subs.delivered,
+                                         waiting_before=top.offset)
+            else:
+                continue
+            subs.epoch, subs.delivered = top.epoch, max(top.offset, subs.delivered)
 
     # ---------------------------------------------------------------- the cluster
 
@@ -623,6 +629,6 @@ class Node:
             "num_clients": len(self.clients),
             "num_users": len(self.users),
             "num_channels": len(self.hub.channels),
-            "num_subs": sum(len(s.clients) for s in self.hub.channels.values()),
+            "num_subs": sum(self.hub.num_subscribed(s) for s in self.hub.channels.values()),
             "uptime": int(time.time() - self.started_at),
         }
