@@ -183,13 +183,13 @@ class ApiHandler:
             "rpc": self.rpc,
         }
         # Server-side actions reach the user's connections on every node (Node.control).
-        node.control_handlers.update({
+        node.cluster.control_handlers.update({
             "subscribe": self._apply_subscribe,
             "unsubscribe": self._apply_unsubscribe,
             "disconnect": self._apply_disconnect,
             "refresh": self._apply_refresh,
         })
-        node.survey_handlers["channels"] = self._local_channels
+        node.cluster.survey_handlers["channels"] = self._local_channels
 
     # ---------------------------------------------------------------- HTTP entry points
 
@@ -348,7 +348,7 @@ class ApiHandler:
             _b64(req.b64info)
         if req.b64data:
             _b64(req.b64data)
-        await self.node.control("subscribe", msgspec.json.decode(body))
+        await self.node.cluster.control("subscribe", msgspec.json.decode(body))
         return {}
 
     async def _apply_subscribe(self, params: dict[str, Any]) -> None:
@@ -379,7 +379,7 @@ class ApiHandler:
         req = self._decode(body, UnsubscribeReq)
         if not req.channel or not (req.user or req.client):
             raise ErrorCode.BAD_REQUEST
-        await self.node.control("unsubscribe", msgspec.json.decode(body))
+        await self.node.cluster.control("unsubscribe", msgspec.json.decode(body))
         return {}
 
     async def _apply_unsubscribe(self, params: dict[str, Any]) -> None:
@@ -392,7 +392,7 @@ class ApiHandler:
         req = self._decode(body, DisconnectReq)
         if not req.user and not req.client:
             raise ErrorCode.BAD_REQUEST
-        await self.node.control("disconnect", msgspec.json.decode(body))
+        await self.node.cluster.control("disconnect", msgspec.json.decode(body))
         return {}
 
     async def _apply_disconnect(self, params: dict[str, Any]) -> None:
@@ -408,7 +408,7 @@ class ApiHandler:
         req = self._decode(body, RefreshReq)
         if not req.user and not req.client:
             raise ErrorCode.BAD_REQUEST
-        await self.node.control("refresh", msgspec.json.decode(body))
+        await self.node.cluster.control("refresh", msgspec.json.decode(body))
         return {}
 
     async def _apply_refresh(self, params: dict[str, Any]) -> None:
@@ -464,7 +464,7 @@ class ApiHandler:
     async def channels(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, ChannelsReq)
         result: dict[str, Any] = {}
-        for answer in await self.node.survey("channels", {"pattern": req.pattern}):
+        for answer in await self.node.cluster.survey("channels", {"pattern": req.pattern}):
             for channel, count in answer.items():
                 entry = result.setdefault(channel, {"num_clients": 0})
                 entry["num_clients"] += count
@@ -483,7 +483,7 @@ class ApiHandler:
         return result
 
     async def info(self, body: bytes) -> dict[str, Any]:
-        nodes = self.node.live_nodes()
+        nodes = self.node.cluster.live_nodes()
         return {"nodes": [nodes[uid] for uid in sorted(nodes)]}
 
     async def rpc(self, body: bytes) -> dict[str, Any]:

@@ -17,14 +17,13 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
-
-import msgspec
 
 from tidings import __version__
 from tidings.config import ChannelOptions, Config
 from tidings.core.client import Client, Transport
+from tidings.core.cluster import Cluster
 from tidings.core.hub import ChannelSubscribers, Hub, Shared
 from tidings.engine.base import Engine, EngineError, HistoryOptions
 from tidings.engine.memory import MemoryEngine
@@ -53,39 +52,6 @@ _STALE, _EXPIRE, _SUB_EXPIRE, _PONG = range(4)
 # one may run on the next loop iteration; after a costlier one, not before the same cost again.
 COALESCE_THRESHOLD = 0.002
 COALESCE_MAX_DELAY = 0.05
-
-# The cluster: every node publishes its info every NODE_INFO_INTERVAL seconds; a node not heard
-# from for NODE_INFO_TTL is gone. Surveys wait SURVEY_TIMEOUT for the other nodes' answers.
-NODE_INFO_INTERVAL = 3.0
-NODE_INFO_TTL = 10.0
-SURVEY_TIMEOUT = 3.0
-
-ControlHandler = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
-SurveyHandler = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
-_control = msgspec.json.Encoder()
-
-
-class _ControlMessage(msgspec.Struct):
-    op: str
-    from_: str = msgspec.field(default="", name="from")
-    id: str = ""
-    kind: str = ""
-    params: Any = None
-
-
-class _Survey:
-    def __init__(self, waiting: set[str], done: asyncio.Future[None]) -> None:
-        self.waiting = waiting
-        self.done = done
-        self.answers: list[Any] = []
-
-    def answer(self, node: str, data: Any) -> None:
-        if node in self.waiting:
-            self.waiting.discard(node)
-            self.answers.append(data)
-            if not self.waiting and not self.done.done():
-                self.done.set_result(None)
-
 
 class Node:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
@@ -121,12 +87,7 @@ class Node:
         self._clock: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = time.time()
-        # The cluster: other nodes' latest info (from their heartbeats) with its expiry time.
-        self.nodes: dict[str, tuple[float, dict[str, Any]]] = {}
-        # Server-side actions and survey answers, registered by the API (see ApiHandler).
-        self.control_handlers: dict[str, ControlHandler] = {}
-        self.survey_handlers: dict[str, SurveyHandler] = {}
-        self._surveys: dict[str, _Survey] = {}
+        self.cluster = Cluster(self)
         self._background: list[asyncio.Task[None]] = []
 
     @property
@@ -141,9 +102,11 @@ class Node:
         self.started_at = time.time()
         await self.engine.start()
         self._clock = self._loop.create_task(self._tick_forever())
-        self._background.append(self._loop.create_task(self._heartbeat_forever()))
+        self._background.append(self._loop.create_task(self.cluster.heartbeat_forever()))
         if self.engine.presence_ttl > 0:
-            self._background.append(self._loop.create_task(self._refresh_presence_forever()))
+            self._background.append(
+                self._loop.create_task(self.cluster.refresh_presence_forever())
+            )
 
     async def shutdown(self, grace: float) -> None:
         """Disconnect every client with 3001 (reconnect), then stop the engine."""
@@ -156,8 +119,7 @@ class Node:
                     await task
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
-        with contextlib.suppress(EngineError):
-            await self.engine.publish_control(_control.encode({"op": "bye", "from": self.id}))
+        await self.cluster.leave()
         await self.engine.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -378,6 +340,9 @@ class Node:
             payload = codec.encode_push(Push(channel=channel, leave=JoinLeave(info=info)))
             self.hub.broadcast_join_leave(channel, Shared(payload))
 
+    def handle_control(self, data: bytes) -> None:
+        self.cluster.handle_control(data)
+
     def handle_reconnect(self, channels: list[str]) -> None:
         self.spawn(self._check_positions(channels))
 
@@ -416,126 +381,6 @@ class Node:
             else:
                 continue
             subs.epoch, subs.delivered = top.epoch, max(top.offset, subs.delivered)
-
-    # ---------------------------------------------------------------- the cluster
-
-    async def control(self, op: str, params: dict[str, Any]) -> None:
-        """A server-side action (disconnect, unsubscribe, ...): applied here, and published
-        for every other node to apply to its own clients."""
-        await self.control_handlers[op](params)
-        await self.engine.publish_control(
-            _control.encode({"op": op, "from": self.id, "params": params})
-        )
-
-    def handle_control(self, data: bytes) -> None:
-        try:
-            msg = msgspec.json.decode(data, type=_ControlMessage)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("dropped a malformed control message: %s", exc)
-            return
-        if msg.op == "node":
-            if msg.from_ != self.id:
-                self.nodes[msg.from_] = (time.monotonic() + NODE_INFO_TTL, msg.params)
-        elif msg.op == "bye":
-            self.nodes.pop(msg.from_, None)
-        elif msg.from_ == self.id:
-            return  # applied locally already
-        elif msg.op == "survey":
-            self.spawn(self._answer_survey(msg))
-        elif msg.op == "survey_reply":
-            survey = self._surveys.get(msg.id)
-            if survey is not None:
-                survey.answer(msg.from_, msg.params)
-        else:
-            handler = self.control_handlers.get(msg.op)
-            if handler is not None:
-                self.spawn(handler(msg.params))
-            else:
-                log.warning("unknown control operation %r from node %s", msg.op, msg.from_)
-
-    def live_nodes(self) -> dict[str, dict[str, Any]]:
-        """Every node's latest info, this one's fresh."""
-        now = time.monotonic()
-        for uid, (expires, _) in list(self.nodes.items()):
-            if expires < now:
-                del self.nodes[uid]
-        result = {uid: info for uid, (_, info) in self.nodes.items()}
-        result[self.id] = self.info()
-        return result
-
-    async def survey(self, kind: str, params: dict[str, Any]) -> list[Any]:
-        """Ask every node (this one included) and collect the answers; nodes that do not
-        answer within ``SURVEY_TIMEOUT`` are left out (logged)."""
-        answers: list[Any] = [await self.survey_handlers[kind](params)]
-        others = {uid for uid in self.live_nodes() if uid != self.id}
-        if not others:
-            return answers
-        survey = _Survey(others, self.loop.create_future())
-        sid = uuid.uuid4().hex
-        self._surveys[sid] = survey
-        try:
-            await self.engine.publish_control(_control.encode(
-                {"op": "survey", "from": self.id, "id": sid, "kind": kind, "params": params}
-            ))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(survey.done), SURVEY_TIMEOUT)
-        finally:
-            del self._surveys[sid]
-        if survey.waiting:
-            log.warning("survey %s: no answer from nodes %s", kind, sorted(survey.waiting))
-        return answers + survey.answers
-
-    async def _answer_survey(self, msg: _ControlMessage) -> None:
-        handler = self.survey_handlers.get(msg.kind)
-        if handler is None:
-            return
-        answer = await handler(msg.params)
-        await self.engine.publish_control(
-            _control.encode({"op": "survey_reply", "from": self.id, "id": msg.id,
-                             "params": answer}),
-            node_id=msg.from_,
-        )
-
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            try:
-                await self.engine.publish_control(
-                    _control.encode({"op": "node", "from": self.id, "params": self.info()})
-                )
-            except EngineError as exc:
-                log.debug("node info not published: %s", exc)
-            await asyncio.sleep(NODE_INFO_INTERVAL)
-
-    async def _refresh_presence_forever(self) -> None:
-        """Re-add this node's presence entries well before they expire in the engine (a node
-        that dies stops refreshing, so its clients vanish within ``presence_ttl``)."""
-        interval = min(max(self.engine.presence_ttl / 3, 0.2), 25.0)
-        while True:
-            await asyncio.sleep(interval)
-            entries = [
-                (sub.channel, client)
-                for client in list(self.clients.values())
-                for sub in client.session.subs.values()
-                if sub.presence
-            ]
-            for i in range(0, len(entries), 100):
-                batch = entries[i : i + 100]
-                results = await asyncio.gather(
-                    *(
-                        self.engine.add_presence(
-                            channel, client.client_id,
-                            client.session.client_info(client.session.subs[channel].chan_info),
-                        )
-                        for channel, client in batch
-                        if channel in client.session.subs
-                    ),
-                    return_exceptions=True,
-                )
-                failed = [r for r in results if isinstance(r, Exception)]
-                if failed:
-                    log.warning("presence refresh: %d of %d failed: %s", len(failed),
-                                len(results), failed[0])
-                    break
 
     # ---------------------------------------------------------------- server-side actions
 

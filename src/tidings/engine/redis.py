@@ -24,517 +24,40 @@ on reconnect it resubscribes and reports the channels that may have gaps
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import random
-import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
-import hiredis
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 
 from tidings.config import RedisConfig
+from tidings.engine import redis_scripts as scripts
 from tidings.engine.base import (
     BrokerEventHandler,
     Engine,
-    EngineError,
     HistoryOptions,
     PresenceStats,
 )
 from tidings.engine.memory import IDEMPOTENCY_TTL, new_epoch
+from tidings.engine.redis_conn import (
+    Endpoint,
+    Shard,
+    client_kwargs,
+    jump_hash,
+    parse_address,
+    shard_index,
+    standalone_client,
+)
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 
 __all__ = ["RedisEngine", "jump_hash", "shard_index"]
 
 log = logging.getLogger("tidings.redis")
 
-T = TypeVar("T")
-
 _pub_encoder = msgspec.json.Encoder()
 _pub_decoder = msgspec.json.Decoder(Publication)
 _info_decoder = msgspec.json.Decoder(ClientInfo)
-
-_REDIS_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
-
-# KEYS: stream, meta, result. ARGV: pubsub channel, payload, size (0: no history), ttl,
-# meta_ttl, new epoch, use result key (0/1), result ttl.
-_PUBLISH = """
-local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
-local size = tonumber(ARGV[3])
-if ARGV[7] == '1' then
-  local seen = redis.call('get', result)
-  if seen then return {seen, 1} end
-end
-local offset, epoch = 0, ''
-if size > 0 then
-  epoch = redis.call('hget', meta, 'e')
-  if not epoch then
-    epoch = ARGV[6]
-    redis.call('hset', meta, 'e', epoch)
-    redis.call('del', stream)
-  end
-  offset = redis.call('hincrby', meta, 's', 1)
-  local meta_ttl = tonumber(ARGV[5])
-  if meta_ttl > 0 then redis.call('expire', meta, meta_ttl) end
-  redis.call('xadd', stream, 'MAXLEN', size, offset .. '-1', 'd', ARGV[2])
-  redis.call('expire', stream, tonumber(ARGV[4]))
-end
-local position = offset .. ':' .. epoch
-redis.call('publish', ARGV[1], position .. ':' .. ARGV[2])
-if ARGV[7] == '1' then redis.call('set', result, position, 'EX', tonumber(ARGV[8])) end
-return {position, 0}
-"""
-
-# KEYS: stream, meta. ARGV: include items (0/1), since ('' or offset), limit (-1: all),
-# reverse (0/1), meta_ttl, new epoch.
-_HISTORY = """
-local stream, meta = KEYS[1], KEYS[2]
-local epoch = redis.call('hget', meta, 'e')
-if not epoch then
-  epoch = ARGV[6]
-  redis.call('hset', meta, 'e', epoch)
-  redis.call('del', stream)
-end
-local meta_ttl = tonumber(ARGV[5])
-if meta_ttl > 0 then redis.call('expire', meta, meta_ttl) end
-local top = tonumber(redis.call('hget', meta, 's') or '0')
-if ARGV[1] == '0' then return {top, epoch, {}} end
-local limit = tonumber(ARGV[3])
-local items
-if ARGV[4] == '0' then
-  local start = '-'
-  if ARGV[2] ~= '' then start = (tonumber(ARGV[2]) + 1) .. '-0' end
-  if limit > 0 then
-    items = redis.call('xrange', stream, start, '+', 'COUNT', limit)
-  else
-    items = redis.call('xrange', stream, start, '+')
-  end
-else
-  local stop = '+'
-  if ARGV[2] ~= '' then
-    local before = tonumber(ARGV[2]) - 1
-    if before < 1 then return {top, epoch, {}} end
-    stop = before .. '-1'
-  end
-  if limit > 0 then
-    items = redis.call('xrevrange', stream, stop, '-', 'COUNT', limit)
-  else
-    items = redis.call('xrevrange', stream, stop, '-')
-  end
-end
-return {top, epoch, items}
-"""
-
-# KEYS: zset, hash. ARGV: client id, info JSON, ttl seconds.
-_PRESENCE_ADD = """
-local now = redis.call('time')
-local ttl = tonumber(ARGV[3])
-redis.call('zadd', KEYS[1], tonumber(now[1]) + ttl, ARGV[1])
-redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
-redis.call('expire', KEYS[1], math.ceil(ttl))
-redis.call('expire', KEYS[2], math.ceil(ttl))
-return 1
-"""
-
-# KEYS: zset, hash. Drops expired entries, returns the rest as a flat field/value list.
-_PRESENCE_GET = """
-local now = tonumber(redis.call('time')[1])
-local expired = redis.call('zrangebyscore', KEYS[1], '-inf', now)
-if #expired > 0 then
-  redis.call('hdel', KEYS[2], unpack(expired))
-  redis.call('zremrangebyscore', KEYS[1], '-inf', now)
-end
-return redis.call('hgetall', KEYS[2])
-"""
-
-
-def jump_hash(key: int, buckets: int) -> int:
-    """Jump consistent hash (Lamping and Veach, 2014): a key's bucket among ``buckets``, moving
-    as few keys as possible when the number of buckets changes."""
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
-        j = int((b + 1) * ((1 << 31) / ((key >> 33) + 1)))
-    return b
-
-
-def shard_index(channel: str, shards: int) -> int:
-    if shards == 1:
-        return 0
-    digest = hashlib.blake2b(channel.encode(), digest_size=8).digest()
-    return jump_hash(int.from_bytes(digest, "little"), shards)
-
-
-# ---------------------------------------------------------------------------- connections
-
-
-@dataclass(frozen=True)
-class _Endpoint:
-    """Where one connection goes: TCP host/port (maybe TLS) or a unix socket."""
-
-    host: str = ""
-    port: int = 6379
-    path: str = ""
-    tls: bool = False
-    user: str = ""
-    password: str = ""
-    db: int = 0
-
-    def __str__(self) -> str:
-        return f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
-
-
-def parse_address(address: str, cfg: RedisConfig) -> _Endpoint:
-    """``redis://[user:pass@]host:port[/db]``, ``rediss://...``, ``unix:///path``, or
-    ``host:port``; credentials and db in the URL win over the config's."""
-    if "://" not in address:
-        address = "redis://" + address
-    url = urlsplit(address)
-    user = unquote(url.username) if url.username else cfg.user
-    password = unquote(url.password) if url.password else cfg.password
-    if url.scheme == "unix":
-        return _Endpoint(path=url.path, user=user, password=password, db=cfg.db)
-    db = cfg.db
-    if url.path.strip("/"):
-        db = int(url.path.strip("/"))
-    return _Endpoint(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or 6379,
-        tls=url.scheme == "rediss" or cfg.tls.enabled,
-        user=user,
-        password=password,
-        db=db,
-    )
-
-
-def _ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
-    tls = cfg.tls
-    ctx = ssl.create_default_context(cafile=tls.server_ca_pem_file or None)
-    if tls.cert_pem_file:
-        ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file or None)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _client_kwargs(cfg: RedisConfig, ep: _Endpoint) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "username": ep.user or None,
-        "password": ep.password or None,
-        "socket_connect_timeout": cfg.connect_timeout,
-        "socket_timeout": cfg.io_timeout,
-        "client_name": cfg.client_name or None,
-        # One retry: a pooled connection that died with a restarted Redis reconnects once.
-        "retry": Retry(NoBackoff(), 1),
-    }
-    if ep.tls:
-        tls = cfg.tls
-        kwargs.update(
-            ssl=True,
-            ssl_ca_certs=tls.server_ca_pem_file or None,
-            ssl_certfile=tls.cert_pem_file or None,
-            ssl_keyfile=tls.key_pem_file or None,
-            ssl_cert_reqs="none" if tls.insecure_skip_verify else "required",
-            ssl_check_hostname=not tls.insecure_skip_verify,
-        )
-    return kwargs
-
-
-def _standalone_client(cfg: RedisConfig, ep: _Endpoint) -> aioredis.Redis:
-    kwargs = _client_kwargs(cfg, ep)
-    if ep.path:
-        for key in [k for k in kwargs if k.startswith("ssl")]:
-            del kwargs[key]
-        kwargs["connection_class"] = aioredis.UnixDomainSocketConnection
-        kwargs["path"] = ep.path
-    else:
-        if kwargs.pop("ssl", False):
-            kwargs["connection_class"] = aioredis.SSLConnection
-        kwargs["host"] = ep.host
-        kwargs["port"] = ep.port
-    pool = aioredis.BlockingConnectionPool(
-        max_connections=64, timeout=cfg.io_timeout, db=ep.db, **kwargs
-    )
-    return aioredis.Redis(connection_pool=pool)
-
-
-class _PubSubProtocol(asyncio.Protocol):
-    """The raw pub/sub connection: RESP replies parsed by hiredis, handed to ``on_reply``."""
-
-    def __init__(self, on_reply: Callable[[Any], None]) -> None:
-        self.reader = hiredis.Reader()
-        self.on_reply = on_reply
-        self.transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        try:
-            while (reply := self.reader.gets()) is not False:
-                self.on_reply(reply)
-        except hiredis.ProtocolError as exc:
-            log.error("redis pub/sub: protocol error: %s", exc)
-            self.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def send(self, *args: bytes | str) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
-# ---------------------------------------------------------------------------- one shard
-
-
-class _Shard:
-    """One Redis deployment (standalone, Sentinel-managed or a Cluster): a command client and
-    an owned pub/sub connection that reconnects and resubscribes by itself."""
-
-    def __init__(
-        self,
-        engine: RedisEngine,
-        name: str,
-        client: aioredis.Redis | RedisCluster,
-        locate: Callable[[], Awaitable[_Endpoint]],
-        cfg: RedisConfig,
-    ) -> None:
-        self.engine = engine
-        self.name = name
-        self.client = client
-        self.locate = locate
-        self.cfg = cfg
-        self.channels: set[bytes] = set()  # pub/sub channels this shard should be subscribed to
-        self.connected = False
-        self._proto: _PubSubProtocol | None = None
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._to_subscribe: list[bytes] = []
-        self._to_unsubscribe: list[bytes] = []
-        self._flush_scheduled = False
-        self._pong: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ever_connected = False
-        self._scripts: dict[str, str] = {}
-        self.also_close: list[aioredis.Redis] = []  # e.g. the Sentinel connections
-
-    # ---------------------------------------------------------------- commands
-
-    async def script(self, lua: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a Lua script by SHA, loading it on first use (or after a Redis restart)."""
-        sha = self._scripts.get(lua)
-        if sha is None:
-            sha = self._scripts[lua] = hashlib.sha1(lua.encode()).hexdigest()
-        try:
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return await self.client.eval(lua, len(keys), *keys, *args)
-
-    async def call(self, what: str, coro: Awaitable[T]) -> T:
-        try:
-            return await asyncio.wait_for(coro, self.cfg.io_timeout)
-        except _REDIS_ERRORS as exc:
-            raise EngineError(f"redis {self.name}: {what} failed: {exc!r}") from exc
-
-    # ---------------------------------------------------------------- pub/sub
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._proto is not None:
-            self._proto.abort()
-        await self.client.aclose()
-        if isinstance(self.client, aioredis.Redis):
-            await self.client.connection_pool.disconnect()
-        for extra in self.also_close:
-            await extra.aclose()
-
-    async def subscribe(self, channel: bytes) -> None:
-        self.channels.add(channel)
-        if not self.connected:
-            raise EngineError(f"redis {self.name}: not connected")
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(fut)
-        self._queue(self._to_subscribe, channel)
-        try:
-            await asyncio.wait_for(fut, self.cfg.io_timeout)
-        except TimeoutError:
-            raise EngineError(f"redis {self.name}: subscribe timed out") from None
-
-    def unsubscribe(self, channel: bytes) -> None:
-        self.channels.discard(channel)
-        if self.connected:
-            self._queue(self._to_unsubscribe, channel)
-
-    def _queue(self, batch: list[bytes], channel: bytes) -> None:
-        # Subscribes issued in one loop iteration share one SUBSCRIBE command.
-        batch.append(channel)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        proto = self._proto
-        subs, self._to_subscribe = self._to_subscribe, []
-        unsubs, self._to_unsubscribe = self._to_unsubscribe, []
-        if proto is None:
-            return
-        for i in range(0, len(subs), 256):
-            proto.send(b"SUBSCRIBE", *subs[i : i + 256])
-        for i in range(0, len(unsubs), 256):
-            proto.send(b"UNSUBSCRIBE", *unsubs[i : i + 256])
-
-    def _on_reply(self, reply: Any) -> None:
-        if isinstance(reply, list) and len(reply) >= 3:
-            kind = reply[0]
-            if kind == b"message":
-                self.engine.dispatch(reply[1], reply[2])
-                return
-            if kind == b"subscribe":
-                waiters = self._waiters.get(reply[1])
-                if waiters:
-                    fut = waiters.pop(0)
-                    if not waiters:
-                        del self._waiters[reply[1]]
-                    if not fut.done():
-                        fut.set_result(None)
-                return
-            if kind == b"unsubscribe":
-                return
-        if isinstance(reply, list) and reply and reply[0] == b"pong":
-            if self._pong is not None and not self._pong.done():
-                self._pong.set_result(None)
-            return
-        if isinstance(reply, Exception):
-            log.error("redis %s pub/sub error: %s", self.name, reply)
-            if self._proto is not None:
-                self._proto.abort()
-
-    async def _connect(self) -> _PubSubProtocol:
-        endpoint = await self.locate()
-        loop = asyncio.get_running_loop()
-        replies: asyncio.Queue[Any] = asyncio.Queue()
-        proto = _PubSubProtocol(replies.put_nowait)
-        if endpoint.path:
-            await asyncio.wait_for(
-                loop.create_unix_connection(lambda: proto, endpoint.path),
-                self.cfg.connect_timeout,
-            )
-        else:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: proto, endpoint.host, endpoint.port,
-                    ssl=_ssl_context(self.cfg) if endpoint.tls else None,
-                    server_hostname=(self.cfg.tls.server_name or endpoint.host)
-                    if endpoint.tls else None,
-                ),
-                self.cfg.connect_timeout,
-            )
-        try:
-            if endpoint.password:
-                if endpoint.user:
-                    proto.send(b"AUTH", endpoint.user, endpoint.password)
-                else:
-                    proto.send(b"AUTH", endpoint.password)
-                answer = await asyncio.wait_for(replies.get(), self.cfg.io_timeout)
-                if isinstance(answer, Exception):
-                    raise EngineError(f"redis {self.name}: AUTH failed: {answer}")
-        except BaseException:
-            proto.abort()
-            raise
-        proto.on_reply = self._on_reply
-        return proto
-
-    async def _run(self) -> None:
-        delay = 0.05
-        while True:
-            try:
-                proto = await self._connect()
-            except (EngineError, *_REDIS_ERRORS) as exc:
-                if self._ever_connected or delay >= 1.0:
-                    log.warning("redis %s: pub/sub connect failed: %r (retrying)", self.name, exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
-                continue
-            delay = 0.05
-            self._proto = proto
-            channels = [self.engine.control_channel, self.engine.node_channel, *self.channels]
-            for i in range(0, len(channels), 256):
-                proto.send(b"SUBSCRIBE", *channels[i : i + 256])
-            # PONG comes after every subscribe confirmation: the subscriptions are in effect.
-            self._pong = asyncio.get_running_loop().create_future()
-            proto.send(b"PING")
-            try:
-                await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
-            except TimeoutError:
-                log.warning("redis %s: pub/sub subscribe timed out (retrying)", self.name)
-                proto.abort()
-                self._proto = None
-                continue
-            self.connected = True
-            reconnect = self._ever_connected
-            self._ever_connected = True
-            if reconnect:
-                log.warning("redis %s: pub/sub reconnected, resubscribed %d channels",
-                            self.name, len(self.channels))
-                self.engine.reconnected(self)
-            else:
-                log.info("redis %s: pub/sub connected", self.name)
-            try:
-                await self._watch(proto)
-            finally:
-                self.connected = False
-                self._proto = None
-                proto.abort()
-                for waiters in self._waiters.values():
-                    for fut in waiters:
-                        if not fut.done():
-                            fut.set_exception(EngineError(f"redis {self.name}: disconnected"))
-                self._waiters.clear()
-            log.warning("redis %s: pub/sub connection lost", self.name)
-
-    async def _watch(self, proto: _PubSubProtocol) -> None:
-        """Return when the connection closes or stops answering PINGs."""
-        interval = min(1.0, self.cfg.io_timeout)
-        while not proto.closed.done():
-            done, _ = await asyncio.wait([proto.closed], timeout=interval)
-            if done:
-                return
-            self._pong = asyncio.get_running_loop().create_future()
-            proto.send(b"PING")
-            try:
-                await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
-            except TimeoutError:
-                log.warning("redis %s: pub/sub connection does not answer PING", self.name)
-                return
-
-
-# ---------------------------------------------------------------------------- the engine
 
 
 class RedisEngine:
@@ -554,25 +77,25 @@ class RedisEngine:
             self._make_shards(presence, "presence ") if presence is not None else self._shards
         )
 
-    def _make_shards(self, cfg: RedisConfig, label: str) -> list[_Shard]:
+    def _make_shards(self, cfg: RedisConfig, label: str) -> list[Shard]:
         if cfg.cluster_address:
             endpoints = [parse_address(a, cfg) for a in cfg.cluster_address]
             first = endpoints[0]
-            kwargs = _client_kwargs(cfg, first)
+            kwargs = client_kwargs(cfg, first)
             cluster = RedisCluster(
                 startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints], **kwargs
             )
 
-            async def locate_cluster() -> _Endpoint:
+            async def locate_cluster() -> Endpoint:
                 # Classic pub/sub is cluster-wide: any reachable node will do.
                 nodes = [n for n in cluster.get_nodes()] or []
                 if nodes:
                     node = random.choice(nodes)
-                    return _Endpoint(host=node.host, port=int(node.port), tls=first.tls,
+                    return Endpoint(host=node.host, port=int(node.port), tls=first.tls,
                                      user=first.user, password=first.password)
                 return random.choice(endpoints)
 
-            return [_Shard(self, f"{label}cluster", cluster, locate_cluster, cfg)]
+            return [Shard(self, f"{label}cluster", cluster, locate_cluster, cfg)]
         if cfg.sentinel_address:
             sentinels = [parse_address(a, cfg) for a in cfg.sentinel_address]
             sentinel_kwargs = {
@@ -581,21 +104,21 @@ class RedisEngine:
                 "socket_connect_timeout": cfg.connect_timeout,
                 "socket_timeout": cfg.io_timeout,
             }
-            master_ep = _Endpoint(user=cfg.user, password=cfg.password, db=cfg.db,
+            master_ep = Endpoint(user=cfg.user, password=cfg.password, db=cfg.db,
                                   tls=cfg.tls.enabled)
-            kwargs = _client_kwargs(cfg, master_ep)
+            kwargs = client_kwargs(cfg, master_ep)
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 [(s.host, s.port) for s in sentinels], sentinel_kwargs=sentinel_kwargs,
                 db=cfg.db, **kwargs,
             )
             client = sentinel.master_for(cfg.sentinel_master_name)
 
-            async def locate_master() -> _Endpoint:
+            async def locate_master() -> Endpoint:
                 host, port = await sentinel.discover_master(cfg.sentinel_master_name)
-                return _Endpoint(host=str(host), port=int(port), tls=master_ep.tls,
+                return Endpoint(host=str(host), port=int(port), tls=master_ep.tls,
                                  user=cfg.user, password=cfg.password)
 
-            shard = _Shard(self, f"{label}sentinel {cfg.sentinel_master_name}", client,
+            shard = Shard(self, f"{label}sentinel {cfg.sentinel_master_name}", client,
                            locate_master, cfg)
             shard.also_close = list(sentinel.sentinels)
             return [shard]
@@ -603,19 +126,19 @@ class RedisEngine:
         for address in cfg.address:
             ep = parse_address(address, cfg)
 
-            async def locate(ep: _Endpoint = ep) -> _Endpoint:
+            async def locate(ep: Endpoint = ep) -> Endpoint:
                 return ep
 
-            shards.append(_Shard(self, f"{label}{ep}", _standalone_client(cfg, ep), locate, cfg))
+            shards.append(Shard(self, f"{label}{ep}", standalone_client(cfg, ep), locate, cfg))
         return shards
 
     # ---------------------------------------------------------------- keys
 
-    def _shard(self, channel: str) -> _Shard:
+    def _shard(self, channel: str) -> Shard:
         shards = self._shards
         return shards[shard_index(channel, len(shards))] if len(shards) > 1 else shards[0]
 
-    def _presence_shard(self, channel: str) -> _Shard:
+    def _presence_shard(self, channel: str) -> Shard:
         shards = self._presence_shards
         return shards[shard_index(channel, len(shards))] if len(shards) > 1 else shards[0]
 
@@ -643,7 +166,7 @@ class RedisEngine:
         for shard in self._all_shards():
             await shard.close()
 
-    def _all_shards(self) -> list[_Shard]:
+    def _all_shards(self) -> list[Shard]:
         shards = list(self._shards)
         shards += [s for s in self._presence_shards if s not in shards]
         return shards
@@ -684,7 +207,7 @@ class RedisEngine:
         except (ValueError, msgspec.DecodeError) as exc:
             log.error("redis: dropped a malformed message on %r: %s", pubsub_channel, exc)
 
-    def reconnected(self, shard: _Shard) -> None:
+    def reconnected(self, shard: Shard) -> None:
         if self._handler is None:
             return
         n = len(self._pub_prefix)
@@ -729,13 +252,14 @@ class RedisEngine:
             1 if idempotency_key else 0,
             max(int(self.idempotency_ttl), 1),
         )
-        position, suppressed = await shard.call("publish", shard.script(_PUBLISH, keys, args))
+        script = shard.script(scripts.PUBLISH, keys, args)
+        position, suppressed = await shard.call("publish", script)
         offset, _, epoch = position.partition(b":")
         if int(offset):
             pub.offset = int(offset)
         return StreamPosition(offset=int(offset), epoch=epoch.decode()), bool(suppressed)
 
-    async def _publish_raw(self, shard: _Shard, channel: bytes, data: bytes) -> None:
+    async def _publish_raw(self, shard: Shard, channel: bytes, data: bytes) -> None:
         await shard.call("publish", shard.client.publish(channel, data))
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
@@ -773,7 +297,7 @@ class RedisEngine:
             int(options.meta_ttl),
             new_epoch(),
         )
-        top, epoch, items = await shard.call("history", shard.script(_HISTORY, keys, args))
+        top, epoch, items = await shard.call("history", shard.script(scripts.HISTORY, keys, args))
         pubs: list[Publication] = []
         for entry_id, fields in items:
             pub = _pub_decoder.decode(fields[1])
@@ -791,7 +315,7 @@ class RedisEngine:
         shard = self._presence_shard(channel)
         keys = (self._key("pz", channel), self._key("ph", channel))
         await shard.call("add_presence", shard.script(
-            _PRESENCE_ADD, keys, (client_id, _pub_encoder.encode(info), self.presence_ttl)
+            scripts.PRESENCE_ADD, keys, (client_id, _pub_encoder.encode(info), self.presence_ttl)
         ))
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
@@ -804,7 +328,7 @@ class RedisEngine:
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         shard = self._presence_shard(channel)
         keys = (self._key("pz", channel), self._key("ph", channel))
-        flat = await shard.call("presence", shard.script(_PRESENCE_GET, keys, ()))
+        flat = await shard.call("presence", shard.script(scripts.PRESENCE_GET, keys, ()))
         return {
             flat[i].decode(): _info_decoder.decode(flat[i + 1]) for i in range(0, len(flat), 2)
         }

@@ -1,0 +1,428 @@
+"""Connections of the Redis engine: addresses, command clients, and the owned pub/sub
+connection of each shard (see :mod:`tidings.engine.redis` for why it is owned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tidings.config import RedisConfig
+from tidings.engine.base import EngineError
+
+__all__ = [
+    "REDIS_ERRORS",
+    "Endpoint",
+    "PubSubOwner",
+    "Shard",
+    "client_kwargs",
+    "jump_hash",
+    "parse_address",
+    "shard_index",
+    "standalone_client",
+]
+
+log = logging.getLogger("tidings.redis")
+
+T = TypeVar("T")
+
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
+
+
+class PubSubOwner(Protocol):
+    """What a shard's pub/sub connection reports to (the engine)."""
+
+    control_channel: bytes
+    node_channel: bytes
+
+    def dispatch(self, pubsub_channel: bytes, data: bytes) -> None: ...
+
+    def reconnected(self, shard: Shard) -> None: ...
+
+
+def jump_hash(key: int, buckets: int) -> int:
+    """Jump consistent hash (Lamping and Veach, 2014): a key's bucket among ``buckets``, moving
+    as few keys as possible when the number of buckets changes."""
+    b, j = -1, 0
+    while j < buckets:
+        b = j
+        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
+        j = int((b + 1) * ((1 << 31) / ((key >> 33) + 1)))
+    return b
+
+
+def shard_index(channel: str, shards: int) -> int:
+    if shards == 1:
+        return 0
+    digest = hashlib.blake2b(channel.encode(), digest_size=8).digest()
+    return jump_hash(int.from_bytes(digest, "little"), shards)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one connection goes: TCP host/port (maybe TLS) or a unix socket."""
+
+    host: str = ""
+    port: int = 6379
+    path: str = ""
+    tls: bool = False
+    user: str = ""
+    password: str = ""
+    db: int = 0
+
+    def __str__(self) -> str:
+        return f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
+
+
+def parse_address(address: str, cfg: RedisConfig) -> Endpoint:
+    """``redis://[user:pass@]host:port[/db]``, ``rediss://...``, ``unix:///path``, or
+    ``host:port``; credentials and db in the URL win over the config's."""
+    if "://" not in address:
+        address = "redis://" + address
+    url = urlsplit(address)
+    user = unquote(url.username) if url.username else cfg.user
+    password = unquote(url.password) if url.password else cfg.password
+    if url.scheme == "unix":
+        return Endpoint(path=url.path, user=user, password=password, db=cfg.db)
+    db = cfg.db
+    if url.path.strip("/"):
+        db = int(url.path.strip("/"))
+    return Endpoint(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 6379,
+        tls=url.scheme == "rediss" or cfg.tls.enabled,
+        user=user,
+        password=password,
+        db=db,
+    )
+
+
+def ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
+    tls = cfg.tls
+    ctx = ssl.create_default_context(cafile=tls.server_ca_pem_file or None)
+    if tls.cert_pem_file:
+        ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file or None)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def client_kwargs(cfg: RedisConfig, ep: Endpoint) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "username": ep.user or None,
+        "password": ep.password or None,
+        "socket_connect_timeout": cfg.connect_timeout,
+        "socket_timeout": cfg.io_timeout,
+        "client_name": cfg.client_name or None,
+        # One retry: a pooled connection that died with a restarted Redis reconnects once.
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if ep.tls:
+        tls = cfg.tls
+        kwargs.update(
+            ssl=True,
+            ssl_ca_certs=tls.server_ca_pem_file or None,
+            ssl_certfile=tls.cert_pem_file or None,
+            ssl_keyfile=tls.key_pem_file or None,
+            ssl_cert_reqs="none" if tls.insecure_skip_verify else "required",
+            ssl_check_hostname=not tls.insecure_skip_verify,
+        )
+    return kwargs
+
+
+def standalone_client(cfg: RedisConfig, ep: Endpoint) -> aioredis.Redis:
+    kwargs = client_kwargs(cfg, ep)
+    if ep.path:
+        for key in [k for k in kwargs if k.startswith("ssl")]:
+            del kwargs[key]
+        kwargs["connection_class"] = aioredis.UnixDomainSocketConnection
+        kwargs["path"] = ep.path
+    else:
+        if kwargs.pop("ssl", False):
+            kwargs["connection_class"] = aioredis.SSLConnection
+        kwargs["host"] = ep.host
+        kwargs["port"] = ep.port
+    pool = aioredis.BlockingConnectionPool(
+        max_connections=64, timeout=cfg.io_timeout, db=ep.db, **kwargs
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class PubSubProtocol(asyncio.Protocol):
+    """The raw pub/sub connection: RESP replies parsed by hiredis, handed to ``on_reply``."""
+
+    def __init__(self, on_reply: Callable[[Any], None]) -> None:
+        self.reader = hiredis.Reader()
+        self.on_reply = on_reply
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                self.on_reply(reply)
+        except hiredis.ProtocolError as exc:
+            log.error("redis pub/sub: protocol error: %s", exc)
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, *args: bytes | str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# ---------------------------------------------------------------------------- one shard
+
+
+class Shard:
+    """One Redis deployment (standalone, Sentinel-managed or a Cluster): a command client and
+    an owned pub/sub connection that reconnects and resubscribes by itself."""
+
+    def __init__(
+        self,
+        owner: PubSubOwner,
+        name: str,
+        client: aioredis.Redis | RedisCluster,
+        locate: Callable[[], Awaitable[Endpoint]],
+        cfg: RedisConfig,
+    ) -> None:
+        self.owner = owner
+        self.name = name
+        self.client = client
+        self.locate = locate
+        self.cfg = cfg
+        self.channels: set[bytes] = set()  # pub/sub channels this shard should be subscribed to
+        self.connected = False
+        self._proto: PubSubProtocol | None = None
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._to_subscribe: list[bytes] = []
+        self._to_unsubscribe: list[bytes] = []
+        self._flush_scheduled = False
+        self._pong: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ever_connected = False
+        self._scripts: dict[str, str] = {}
+        self.also_close: list[aioredis.Redis] = []  # e.g. the Sentinel connections
+
+    # ---------------------------------------------------------------- commands
+
+    async def script(self, lua: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a Lua script by SHA, loading it on first use (or after a Redis restart)."""
+        sha = self._scripts.get(lua)
+        if sha is None:
+            sha = self._scripts[lua] = hashlib.sha1(lua.encode()).hexdigest()
+        try:
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await self.client.eval(lua, len(keys), *keys, *args)
+
+    async def call(self, what: str, coro: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(coro, self.cfg.io_timeout)
+        except REDIS_ERRORS as exc:
+            raise EngineError(f"redis {self.name}: {what} failed: {exc!r}") from exc
+
+    # ---------------------------------------------------------------- pub/sub
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._proto is not None:
+            self._proto.abort()
+        await self.client.aclose()
+        if isinstance(self.client, aioredis.Redis):
+            await self.client.connection_pool.disconnect()
+        for extra in self.also_close:
+            await extra.aclose()
+
+    async def subscribe(self, channel: bytes) -> None:
+        self.channels.add(channel)
+        if not self.connected:
+            raise EngineError(f"redis {self.name}: not connected")
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(fut)
+        self._queue(self._to_subscribe, channel)
+        try:
+            await asyncio.wait_for(fut, self.cfg.io_timeout)
+        except TimeoutError:
+            raise EngineError(f"redis {self.name}: subscribe timed out") from None
+
+    def unsubscribe(self, channel: bytes) -> None:
+        self.channels.discard(channel)
+        if self.connected:
+            self._queue(self._to_unsubscribe, channel)
+
+    def _queue(self, batch: list[bytes], channel: bytes) -> None:
+        # Subscribes issued in one loop iteration share one SUBSCRIBE command.
+        batch.append(channel)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        proto = self._proto
+        subs, self._to_subscribe = self._to_subscribe, []
+        unsubs, self._to_unsubscribe = self._to_unsubscribe, []
+        if proto is None:
+            return
+        for i in range(0, len(subs), 256):
+            proto.send(b"SUBSCRIBE", *subs[i : i + 256])
+        for i in range(0, len(unsubs), 256):
+            proto.send(b"UNSUBSCRIBE", *unsubs[i : i + 256])
+
+    def _on_reply(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) >= 3:
+            kind = reply[0]
+            if kind == b"message":
+                self.owner.dispatch(reply[1], reply[2])
+                return
+            if kind == b"subscribe":
+                waiters = self._waiters.get(reply[1])
+                if waiters:
+                    fut = waiters.pop(0)
+                    if not waiters:
+                        del self._waiters[reply[1]]
+                    if not fut.done():
+                        fut.set_result(None)
+                return
+            if kind == b"unsubscribe":
+                return
+        if isinstance(reply, list) and reply and reply[0] == b"pong":
+            if self._pong is not None and not self._pong.done():
+                self._pong.set_result(None)
+            return
+        if isinstance(reply, Exception):
+            log.error("redis %s pub/sub error: %s", self.name, reply)
+            if self._proto is not None:
+                self._proto.abort()
+
+    async def _connect(self) -> PubSubProtocol:
+        endpoint = await self.locate()
+        loop = asyncio.get_running_loop()
+        replies: asyncio.Queue[Any] = asyncio.Queue()
+        proto = PubSubProtocol(replies.put_nowait)
+        if endpoint.path:
+            await asyncio.wait_for(
+                loop.create_unix_connection(lambda: proto, endpoint.path),
+                self.cfg.connect_timeout,
+            )
+        else:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: proto, endpoint.host, endpoint.port,
+                    ssl=ssl_context(self.cfg) if endpoint.tls else None,
+                    server_hostname=(self.cfg.tls.server_name or endpoint.host)
+                    if endpoint.tls else None,
+                ),
+                self.cfg.connect_timeout,
+            )
+        try:
+            if endpoint.password:
+                if endpoint.user:
+                    proto.send(b"AUTH", endpoint.user, endpoint.password)
+                else:
+                    proto.send(b"AUTH", endpoint.password)
+                answer = await asyncio.wait_for(replies.get(), self.cfg.io_timeout)
+                if isinstance(answer, Exception):
+                    raise EngineError(f"redis {self.name}: AUTH failed: {answer}")
+        except BaseException:
+            proto.abort()
+            raise
+        proto.on_reply = self._on_reply
+        return proto
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                proto = await self._connect()
+            except (EngineError, *REDIS_ERRORS) as exc:
+                if self._ever_connected or delay >= 1.0:
+                    log.warning("redis %s: pub/sub connect failed: %r (retrying)", self.name, exc)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            self._proto = proto
+            channels = [self.owner.control_channel, self.owner.node_channel, *self.channels]
+            for i in range(0, len(channels), 256):
+                proto.send(b"SUBSCRIBE", *channels[i : i + 256])
+            # PONG comes after every subscribe confirmation: the subscriptions are in effect.
+            self._pong = asyncio.get_running_loop().create_future()
+            proto.send(b"PING")
+            try:
+                await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
+            except TimeoutError:
+                log.warning("redis %s: pub/sub subscribe timed out (retrying)", self.name)
+                proto.abort()
+                self._proto = None
+                continue
+            self.connected = True
+            reconnect = self._ever_connected
+            self._ever_connected = True
+            if reconnect:
+                log.warning("redis %s: pub/sub reconnected, resubscribed %d channels",
+                            self.name, len(self.channels))
+                self.owner.reconnected(self)
+            else:
+                log.info("redis %s: pub/sub connected", self.name)
+            try:
+                await self._watch(proto)
+            finally:
+                self.connected = False
+                self._proto = None
+                proto.abort()
+                for waiters in self._waiters.values():
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_exception(EngineError(f"redis {self.name}: disconnected"))
+                self._waiters.clear()
+            log.warning("redis %s: pub/sub connection lost", self.name)
+
+    async def _watch(self, proto: PubSubProtocol) -> None:
+        """Return when the connection closes or stops answering PINGs."""
+        interval = min(1.0, self.cfg.io_timeout)
+        while not proto.closed.done():
+            done, _ = await asyncio.wait([proto.closed], timeout=interval)
+            if done:
+                return
+            self._pong = asyncio.get_running_loop().create_future()
+            proto.send(b"PING")
+            try:
+                await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
+            except TimeoutError:
+                log.warning("redis %s: pub/sub connection does not answer PING", self.name)
+                return
