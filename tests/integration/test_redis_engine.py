@@ -195,3 +195,63 @@ async def test_redis_restart_fails_fast_then_resubscribes_and_reports(tmp_path: 
             assert position.offset == 2  # appendonly: the stream survived the restart
             await a_events.wait_for(lambda: len(a_events.publications) == 2)
             assert a_events.publications[-1][2].offset == 2
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with ``cryptography``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return cert_path, key_path
+
+
+async def test_tls(tmp_path: Path) -> None:
+    from tests.redisproc import free_port
+    from tidings.config import RedisTLSConfig
+
+    cert, key = self_signed_cert(tmp_path)
+    tls_port = free_port()
+    args = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-auth-clients", "no"]
+    with RedisServer(tmp_path, extra_args=args):
+        cfg = config(address=[f"rediss://127.0.0.1:{tls_port}"],
+                     tls=RedisTLSConfig(server_ca_pem_file=str(cert)))
+        await check_two_nodes(cfg, ["secure"])
+        # Without trusting the certificate the connection is refused, with a clear error.
+        untrusted = RedisEngine(config(address=[f"rediss://127.0.0.1:{tls_port}"]))
+        untrusted.register_handler(Recorder(), "x")
+        await untrusted.start()
+        try:
+            with pytest.raises(EngineError, match="certificate"):
+                await untrusted.publish("secure", pub(1))
+        finally:
+            await untrusted.close()

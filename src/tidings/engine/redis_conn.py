@@ -44,6 +44,20 @@ T = TypeVar("T")
 REDIS_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 
 
+def describe(exc: BaseException) -> str:
+    """An exception and its causes in one line (redis-py wraps the interesting part)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        text = str(seen) or type(seen).__name__
+        if text not in parts:
+            parts.append(text if str(seen) else type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, asyncio.TimeoutError):
+        parts.insert(0, "timed out")
+    return ": ".join(parts)
+
+
 class PubSubOwner(Protocol):
     """What a shard's pub/sub connection reports to (the engine)."""
 
@@ -247,7 +261,7 @@ class Shard:
         try:
             return await asyncio.wait_for(coro, self.cfg.io_timeout)
         except REDIS_ERRORS as exc:
-            raise EngineError(f"redis {self.name}: {what} failed: {exc!r}") from exc
+            raise EngineError(f"redis {self.name}: {what} failed: {describe(exc)}") from exc
 
     # ---------------------------------------------------------------- pub/sub
 
@@ -371,7 +385,8 @@ class Shard:
                 proto = await self._connect()
             except (EngineError, *REDIS_ERRORS) as exc:
                 if self._ever_connected or delay >= 1.0:
-                    log.warning("redis %s: pub/sub connect failed: %r (retrying)", self.name, exc)
+                    log.warning("redis %s: pub/sub connect failed: %s (retrying)", self.name,
+                                describe(exc))
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
                 continue
