@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # everything (installs peers, builds the generator)
     python benchmarks/run.py --quick         # fewer steps, shorter runs
     python benchmarks/run.py --targets tidings,raw --scenarios S1,S3
+    python benchmarks/run.py --scenarios S7  # Redis engine, two nodes, vs memory (README: S7)
 
 Each target runs pinned to core 0, the C load generator (benchmarks/loadgen) to core 1. Figures
 are measured in one run, and the table reports ratios against Tidings, because absolute numbers
@@ -24,9 +25,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from redis_nodes import (  # benchmarks/redis_nodes.py, beside this file
+    BENIGN_NODE_LINES,
+    BENIGN_REDIS_LINES,
+    Listener,
+    RedisServer,
+    notable_lines,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -156,9 +168,16 @@ class Running:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, cwd=target.cwd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.port, self.proc)
+        try:
+            wait_port(self.port, self.proc)
+        except BaseException as exc:
+            output = self.stop()  # a target that never opened its port must not outlive the run
+            if isinstance(exc, RuntimeError):
+                raise RuntimeError(f"{exc}; output: {output[-1000:]}") from None
+            raise
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the target (its whole process group); returns what it wrote to stdout/stderr."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -166,7 +185,12 @@ class Running:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.log.closed:
+            return ""
+        self.log.seek(0)
+        output = self.log.read().decode(errors="replace")
         self.log.close()
+        return output
 
 
 def tokens_file(n: int) -> Path:
@@ -184,7 +208,25 @@ def tokens_file(n: int) -> Path:
 
 def loadgen(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
             duration: float = 0, idle: float = 0, jwt: bool = False,
-            max_seconds: float = 120, pub_conns: int = 1) -> dict[str, Any]:
+            max_seconds: float = 120, pub_conns: int = 1,
+            pub_port: int | None = None) -> dict[str, Any]:
+    """Run the generator against ``running`` (publishing to ``pub_port`` if given, another
+    node of the same cluster) and return its JSON result."""
+    args = loadgen_args(running, conns=conns, channels=channels, rate=rate, duration=duration,
+                        idle=idle, max_seconds=max_seconds, pub_conns=pub_conns,
+                        pub_port=pub_port)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=max_seconds + 30)
+    try:
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}") from None
+    return result
+
+
+def loadgen_args(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
+                 duration: float = 0, idle: float = 0, max_seconds: float = 120,
+                 pub_conns: int = 1, pub_port: int | None = None) -> list[str]:
+    """The generator's command line (pinned to GEN_CORE) for one run against ``running``."""
     t = running.target
     args = ["taskset", "-c", GEN_CORE, str(LOADGEN), "--host", "127.0.0.1",
             "--port", str(running.port), "--path", t.path, "--conns", str(conns),
@@ -203,18 +245,14 @@ def loadgen(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
     if idle:
         args += ["--idle", str(idle)]
     else:
-        args += ["--pub-host", "127.0.0.1", "--pub-port", str(running.port),
+        args += ["--pub-host", "127.0.0.1",
+                 "--pub-port", str(running.port if pub_port is None else pub_port),
                  "--pub-path", t.pub_path, "--pub-body", t.pub_body,
                  "--rate", str(rate), "--duration", str(duration),
                  "--pub-conns", str(pub_conns)]
         for header in t.pub_headers:
             args += ["--pub-header", header]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=max_seconds + 30)
-    try:
-        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}") from None
-    return result
+    return args
 
 
 # ---------------------------------------------------------------------------- scenarios
@@ -224,8 +262,8 @@ def passes(r: dict[str, Any]) -> bool:
     """Zero loss, p99 within the bar, everyone subscribed, and the publisher kept its rate
     (a server that slows its publisher down must not look lossless)."""
     kept_rate = r["published"] >= 0.95 * r["rate"] * r["duration_s"]
-    return (r["loss"] == 0 and r["lat_ms"]["p99"] <= P99_BAR_MS
-            and r["subscribed"] == r["conns"] and kept_rate)
+    return bool(r["loss"] == 0 and r["lat_ms"]["p99"] <= P99_BAR_MS
+                and r["subscribed"] == r["conns"] and kept_rate)
 
 
 def s1_fanout(t: Target, quick: bool) -> dict[str, Any]:
@@ -332,6 +370,254 @@ SCENARIOS = {"S1": s1_fanout, "S2": s2_latency, "S3": s3_memory, "S4": s4_channe
              "S5": s5_connect_storm, "S6": s6_scale}
 
 
+# ---------------------------------------------------------------------------- S7: Redis engine
+#
+# Two Tidings nodes on the Redis engine sharing one redis-server, beside one node on the memory
+# engine (the S1-S4 config), stepped side by side in one run: at each rate the memory node runs,
+# then the Redis pair, and each stops at its first failing step. Nodes and redis-server are
+# pinned to SERVER_CORE (the same core the memory node gets alone: the ratio is what Redis costs
+# on the same hardware, not what a second core would add), every generator to GEN_CORE.
+
+S7_FANOUT_CONNS = 1000  # S7a: subscribers on one channel, half on each node
+S7_CHANNEL_CONNS = 2000  # S7b: clients each on its own channel, as in S4
+# Publisher connections (one request in flight on each). A publish through the Redis engine
+# answers after a Redis round trip, so one sequential publisher (S1) or 8 (S4) would measure
+# the generator's requests in flight rather than the servers (S7a with 4: the Redis pair failed
+# 400/s on skipped publishes at zero loss, with 16 it passed); both configs get the same.
+S7_FANOUT_PUB_CONNS, S7_CHANNEL_PUB_CONNS = 16, 32
+S7_MEMORY, S7_REDIS = "tidings", "tidings-redis-2n"
+
+
+def redis_config(url: str) -> dict[str, Any]:
+    return {**TIDINGS_CONFIG,
+            "engine": {"type": "redis", "redis": {"address": [url], "prefix": "bench"}}}
+
+
+class Cluster:
+    """The server side of one S7 step: ``nodes`` Tidings processes of one target (one memory
+    node, or two Redis nodes sharing redis-server). ``a`` takes the publishes, ``b`` the
+    subscribers that must be reached across nodes (the same process when there is one)."""
+
+    def __init__(self, target: Target, nodes: int) -> None:
+        self.nodes: list[Running] = []
+        try:
+            for _ in range(nodes):
+                self.nodes.append(Running(target))
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def a(self) -> Running:
+        return self.nodes[0]
+
+    @property
+    def b(self) -> Running:
+        return self.nodes[-1]
+
+    def stop(self) -> list[str]:
+        """Stop every node; returns the log lines a healthy node does not write."""
+        lines = []
+        for name, node in zip("AB", self.nodes, strict=False):
+            output = node.stop()
+            lines += [f"node {name}: {line}" for line in notable_lines(output, BENIGN_NODE_LINES)]
+        return lines
+
+
+def warm_up(node: Running, n: int) -> None:
+    """``n`` concurrent publishes to an unwatched channel before measuring: a fresh node on the
+    Redis engine opens its command connections on first use (~25 ms each on an idle machine),
+    which would otherwise land inside the measured window (the memory node gets the same)."""
+    t = node.target
+    headers = dict(h.split(": ", 1) for h in t.pub_headers)
+
+    def publish(i: int) -> None:
+        body = json.dumps({"channel": "warmup", "data": {"i": i}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{node.port}{t.pub_path}", data=body,
+                                     headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = resp.read()
+        if b'"error"' in answer:
+            raise RuntimeError(f"warm-up publish failed: {answer[:200]!r}")
+
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(publish, range(n)))
+
+
+def s7_fanout_step(cluster: Cluster, rate: float, duration: float) -> dict[str, Any]:
+    """S7a, one step: half of the subscribers on node A, the other half on node B held by a
+    second (listening) generator; node A's API takes the publishes. Both halves are counted."""
+    half = S7_FANOUT_CONNS // 2
+    n_b = S7_FANOUT_CONNS - half
+    listener = Listener(loadgen_args(cluster.b, conns=n_b, idle=duration + 60,
+                                     max_seconds=duration + 90), n_b)
+    try:
+        listener.wait_subscribed(30)
+        warm_up(cluster.a, S7_FANOUT_PUB_CONNS)
+        ra = loadgen(cluster.a, conns=half, rate=rate, duration=duration,
+                     pub_conns=S7_FANOUT_PUB_CONNS)
+        # A's generator stops when its half has everything (or after its drain); B's gets
+        # the same bounded wait on top.
+        listener.wait_received(ra["published"] * n_b, 2.0)
+        rb = listener.finish()
+    finally:
+        listener.kill()
+    expected_b = ra["published"] * rb["subscribed"]
+    expected = ra["expected"] + expected_b
+    received = ra["received"] + rb["received"]
+    # over the window A's generator used for its own rate (publish start to last receipt)
+    window = ra["received"] / ra["deliveries_per_s"] if ra["deliveries_per_s"] else 0.0
+    window = max(window, ra["duration_s"])
+    merged = {
+        "rate": ra["rate"], "duration_s": ra["duration_s"], "published": ra["published"],
+        "conns": ra["conns"] + rb["conns"], "subscribed": ra["subscribed"] + rb["subscribed"],
+        "expected": expected, "received": received,
+        "loss": round((expected - received) / expected, 6) if expected else 0.0,
+        "deliveries_per_s": round(received / window, 1) if window else 0.0,
+        # each half has its own histogram; the p-th percentile of the whole lies between the
+        # halves' ones, so the larger is a bound (the pass rule uses it)
+        "lat_ms": {q: max(ra["lat_ms"][q], rb["lat_ms"][q]) for q in ("p50", "p99")},
+        "lat_ms_a": {q: ra["lat_ms"][q] for q in ("p50", "p99")},
+        "lat_ms_b": {q: rb["lat_ms"][q] for q in ("p50", "p99")},
+        "loss_b": round((expected_b - rb["received"]) / expected_b, 6) if expected_b else 0.0,
+        "errors": {"a": ra.get("errors", {}), "b": rb.get("errors", {})},
+        "pub_rtt_p99_ms": ra.get("pub_rtt_ms", {}).get("p99"),
+        "gen_cpu_pct": ra.get("gen_cpu_pct"),
+    }
+    return merged
+
+
+def s7_channels_step(cluster: Cluster, rate: float, duration: float) -> dict[str, Any]:
+    """S7b, one step: S4's load (more publisher connections, see S7_CHANNEL_PUB_CONNS) with
+    every subscriber on node B and the publishes through node A's API, so each publication
+    crosses Redis (the memory config: one node, as S4)."""
+    warm_up(cluster.a, S7_CHANNEL_PUB_CONNS)
+    r = loadgen(cluster.b, conns=S7_CHANNEL_CONNS, channels=S7_CHANNEL_CONNS, rate=rate,
+                duration=duration, pub_conns=S7_CHANNEL_PUB_CONNS, pub_port=cluster.a.port)
+    r["pub_rtt_p99_ms"] = r.get("pub_rtt_ms", {}).get("p99")
+    r["p99"] = r["lat_ms"]["p99"]
+    return r
+
+
+S7Step = Callable[[Cluster, float, float], dict[str, Any]]
+
+
+def s7_stepped(configs: dict[str, tuple[Target, int]], redis: RedisServer, rates: list[float],
+               step: S7Step, duration: float,
+               keep: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Step every config through ``rates`` side by side; a config stops at its first failing
+    step. Returns per config: the best passing step, every step (``keep`` fields), the first
+    step in full, and the node/redis log lines worth reading."""
+    out: dict[str, dict[str, Any]] = {
+        name: {"best": None, "steps": [], "first": None, "logs": []} for name in configs}
+    active = list(configs)
+    for rate in rates:
+        for name in list(active):
+            target, n_nodes = configs[name]
+            state = out[name]
+            if n_nodes > 1:
+                redis.flushall()
+            cpu0 = redis.cpu_seconds() if n_nodes > 1 else 0.0
+            cluster: Cluster | None = None
+            logs: list[str] = []
+            try:
+                cluster = Cluster(target, n_nodes)
+                r = step(cluster, rate, duration)
+            except Exception as exc:
+                state["error"] = f"rate {rate}: {exc}"
+                active.remove(name)
+                continue
+            finally:
+                if cluster is not None:
+                    logs = cluster.stop()
+                state["logs"] += [f"rate {rate}: {line}" for line in logs]
+            row = {k: r.get(k) for k in keep}
+            row["rate"] = rate
+            if n_nodes > 1:
+                row["redis_cpu_s"] = round(redis.cpu_seconds() - cpu0, 2)
+            if logs:
+                row["node_log_lines"] = len(logs)
+            state["steps"].append(row)
+            if state["first"] is None:
+                state["first"] = r
+            if not passes(r):
+                active.remove(name)
+                continue
+            state["best"] = r
+    return out
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def s7_redis(t: Target, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """S7: rows (scenario, target, result) for S7a (fan-out), S7a-lat, S7b (channels)."""
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    # SIGTERM becomes SystemExit, so the finally blocks below stop what S7 started
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        redis = RedisServer(SERVER_CORE)
+    except BaseException:
+        signal.signal(signal.SIGTERM, previous)
+        raise
+    try:
+        cfg = redis.dir / "tidings-redis.json"  # removed with redis-server's directory
+        cfg.write_text(json.dumps(redis_config(redis.url)))
+        redis_target = tidings_target(cfg)
+        configs = {S7_MEMORY: (t, 1), S7_REDIS: (redis_target, 2)}
+        duration = 3.0 if not quick else 2.0
+
+        # (a) fan-out; the first step (1,000 subscribers, 20/s) is S2's load: its latency row
+        rates_a = [20.0, 100, 200, 400, 800, 1600] if not quick else [20.0, 100, 400]
+        keep_a = ("deliveries_per_s", "lat_ms", "lat_ms_a", "lat_ms_b", "loss", "loss_b",
+                  "published", "pub_rtt_p99_ms", "gen_cpu_pct", "errors")
+        fan = s7_stepped(configs, redis, rates_a, s7_fanout_step, duration, keep_a)
+        for name, st in fan.items():
+            best, first = st["best"], st["first"]
+            res: dict[str, Any] = {
+                "figure": best["deliveries_per_s"] if best else 0.0,
+                "p50": best["lat_ms"]["p50"] if best else None,
+                "p99": best["lat_ms"]["p99"] if best else None,
+                "at_rate": best["rate"] if best else None,
+                "nodes": configs[name][1], "steps": st["steps"], "logs": st["logs"]}
+            if "error" in st:
+                res["error"] = st["error"]
+            rows.append(("S7a", name, res))
+            lat: dict[str, Any] = {"error": st.get("error", "no step ran")}
+            if first is not None:
+                lat = {"p99": first["lat_ms"]["p99"], "p50": first["lat_ms"]["p50"],
+                       "loss": first["loss"], "rate": first["rate"],
+                       "p99_a": first["lat_ms_a"]["p99"], "p99_b": first["lat_ms_b"]["p99"]}
+            rows.append(("S7a-lat", name, lat))
+
+        # (b) publish throughput across nodes, one channel per client
+        rates_b = ([1000.0, 2000, 3000, 4000, 6000, 8000, 12000, 16000] if not quick
+                   else [1000.0, 4000])
+        keep_b = ("p99", "published", "loss", "pub_rtt_p99_ms", "gen_cpu_pct", "errors")
+        chan = s7_stepped(configs, redis, rates_b, s7_channels_step, duration, keep_b)
+        for name, st in chan.items():
+            # what the server actually took at any step without loss (continuous, unlike
+            # the stepped figure)
+            took = [row["published"] / duration for row in st["steps"] if row["loss"] == 0]
+            res = {"figure": rate_of(st["best"]), "took_max_per_s": round(max(took, default=0)),
+                   "nodes": configs[name][1], "steps": st["steps"], "logs": st["logs"]}
+            if "error" in st:
+                res["error"] = st["error"]
+            rows.append(("S7b", name, res))
+    finally:
+        redis_log = notable_lines(redis.stop(), BENIGN_REDIS_LINES)
+        signal.signal(signal.SIGTERM, previous)
+    for _scen, name, res in rows:  # the server's log goes with the first Redis row
+        if name == S7_REDIS and "logs" in res:
+            res["logs"] += [f"redis: {line}" for line in redis_log]
+            break
+    for _scen, _name, res in rows:
+        if res.get("logs"):
+            res["log_lines"] = len(res["logs"])
+    return rows
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -346,7 +632,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--targets", default="")
-    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6")
+    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7",
+                        help="comma-separated; S7 (Redis engine, two nodes) needs only Tidings")
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.jsonl"))
     args = parser.parse_args()
@@ -354,7 +641,12 @@ def main() -> int:
         print("taskset is required (util-linux)", file=sys.stderr)
         return 2
     build_loadgen()
-    if not args.no_install and (HERE / "peers" / "install.sh").exists():
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in SCENARIOS and s != "S7"]
+    if unknown:
+        parser.error(f"unknown scenario(s): {','.join(unknown)}")
+    needs_peers = any(s != "S7" for s in scenarios)  # S7 runs Tidings only
+    if needs_peers and not args.no_install and (HERE / "peers" / "install.sh").exists():
         subprocess.run(["bash", str(HERE / "peers" / "install.sh")], check=True)
     cfg = Path(tempfile.gettempdir()) / "tidings-bench.json"
     cfg.write_text(json.dumps(TIDINGS_CONFIG))
@@ -362,13 +654,32 @@ def main() -> int:
     if args.targets:
         wanted = set(args.targets.split(","))
         targets = [t for t in targets if t.name in wanted]
-    scenarios = [s for s in args.scenarios.split(",") if s]
     results: dict[str, dict[str, Any]] = {}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with out.open("w") as jsonl:
+
+        def record(scen: str, name: str, res: dict[str, Any]) -> None:
+            results.setdefault(scen, {})[name] = res
+            line = {"scenario": scen, "target": name, **res}
+            jsonl.write(json.dumps(line) + "\n")
+            jsonl.flush()
+            print(json.dumps(line)[:400], file=sys.stderr)
+
         for scen in scenarios:
+            if scen == "S7":
+                tidings = next((t for t in targets if t.name == "tidings"), None)
+                if tidings is None:
+                    print("S7 skipped: it needs the tidings target", file=sys.stderr)
+                    continue
+                try:
+                    rows = s7_redis(tidings, args.quick)
+                except Exception as exc:  # e.g. redis-server missing: the other rows stand
+                    rows = [("S7a", "tidings", {"error": str(exc)})]
+                for scen7, name, res in rows:
+                    record(scen7, name, res)
+                continue
             for t in targets:
                 if scen == "S6" and t.name not in ("tidings", "raw"):
                     continue  # the peers already miss the bar at 2,000 connections
@@ -378,11 +689,7 @@ def main() -> int:
                     res = SCENARIOS[scen](t, args.quick)
                 except Exception as exc:  # a failing peer must not stop the suite
                     res = {"error": str(exc)}
-                results.setdefault(scen, {})[t.name] = res
-                line = {"scenario": scen, "target": t.name, **res}
-                jsonl.write(json.dumps(line) + "\n")
-                jsonl.flush()
-                print(json.dumps(line)[:400], file=sys.stderr)
+                record(scen, t.name, res)
     print(render_table(results, time.monotonic() - started))
     return 0
 
@@ -397,7 +704,9 @@ def render_table(results: dict[str, dict[str, Any]], elapsed: float) -> str:
     ]
     keys = {"S1": ("figure", "deliveries/s"), "S2": ("p99", "ms p99"),
             "S3": ("kib_per_conn", "KiB/conn"), "S4": ("figure", "publishes/s"),
-            "S5": ("seconds", "s"), "S6": ("p99", "ms p99")}
+            "S5": ("seconds", "s"), "S6": ("p99", "ms p99"),
+            "S7a": ("figure", "deliveries/s"), "S7a-lat": ("p99", "ms p99"),
+            "S7b": ("figure", "publishes/s")}
     for scen, per_target in results.items():
         key, unit = keys[scen]
         base = per_target.get("tidings", {}).get(key)
@@ -408,11 +717,12 @@ def render_table(results: dict[str, dict[str, Any]], elapsed: float) -> str:
             value = res.get(key)
             # "how many times better Tidings is": higher-is-better figures divide Tidings by the
             # peer, lower-is-better ones (latency, memory, time) divide the peer by Tidings.
-            lower_better = scen in ("S2", "S3", "S5", "S6")
+            lower_better = scen in ("S2", "S3", "S5", "S6", "S7a-lat")
             ratio = ""
             if base and value:
                 ratio = f"{(value / base) if lower_better else (base / value):.2f}x"
-            detail = {k: v for k, v in res.items() if k not in ("steps", "best", "raw", key)}
+            detail = {k: v for k, v in res.items()
+                      if k not in ("steps", "best", "raw", "logs", key)}
             lines.append(f"| {scen} | {name} | {value if value is not None else ''} {unit} "
                          f"| {ratio} | {json.dumps(detail)[:120]} |")
     return "\n".join(lines)
