@@ -47,7 +47,6 @@ from tidings.engine.redis_conn import (
     jump_hash,
     parse_address,
     shard_index,
-    standalone_client,
 )
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 
@@ -111,14 +110,13 @@ class RedisEngine:
                 [(s.host, s.port) for s in sentinels], sentinel_kwargs=sentinel_kwargs,
                 db=cfg.db, **kwargs,
             )
-            client = sentinel.master_for(cfg.sentinel_master_name)
 
             async def locate_master() -> Endpoint:
                 host, port = await sentinel.discover_master(cfg.sentinel_master_name)
                 return Endpoint(host=str(host), port=int(port), tls=master_ep.tls,
-                                 user=cfg.user, password=cfg.password)
+                                user=cfg.user, password=cfg.password, db=cfg.db)
 
-            shard = Shard(self, f"{label}sentinel {cfg.sentinel_master_name}", client,
+            shard = Shard(self, f"{label}sentinel {cfg.sentinel_master_name}", None,
                            locate_master, cfg)
             shard.also_close = list(sentinel.sentinels)
             return [shard]
@@ -129,7 +127,7 @@ class RedisEngine:
             async def locate(ep: Endpoint = ep) -> Endpoint:
                 return ep
 
-            shards.append(Shard(self, f"{label}{ep}", standalone_client(cfg, ep), locate, cfg))
+            shards.append(Shard(self, f"{label}{ep}", None, locate, cfg))
         return shards
 
     # ---------------------------------------------------------------- keys
@@ -161,6 +159,9 @@ class RedisEngine:
         # operations fail with clear errors and the pub/sub connections keep retrying.
         if not await self.wait_connected(self.cfg.connect_timeout + self.cfg.io_timeout):
             log.warning("redis is not reachable yet; serving anyway and retrying")
+            return
+        for shard in self._all_shards():
+            await shard.warm()
 
     async def close(self) -> None:
         for shard in self._all_shards():
@@ -233,8 +234,9 @@ class RedisEngine:
         shard = self._shard(channel)
         payload = _pub_encoder.encode(pub)
         if history is None and not idempotency_key:
+            message = b"0::" + payload
             await shard.call(
-                "publish", shard.client.publish(self._pubsub_channel(channel), b"0::" + payload)
+                "publish", shard.execute("PUBLISH", self._pubsub_channel(channel), message)
             )
             return StreamPosition(), False
         keys = (
@@ -260,7 +262,7 @@ class RedisEngine:
         return StreamPosition(offset=int(offset), epoch=epoch.decode()), bool(suppressed)
 
     async def _publish_raw(self, shard: Shard, channel: bytes, data: bytes) -> None:
-        await shard.call("publish", shard.client.publish(channel, data))
+        await shard.call("publish", shard.execute("PUBLISH", channel, data))
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_raw(
@@ -307,7 +309,7 @@ class RedisEngine:
 
     async def remove_history(self, channel: str) -> None:
         shard = self._shard(channel)
-        await shard.call("history_remove", shard.client.delete(self._key("s", channel)))
+        await shard.call("history_remove", shard.execute("DEL", self._key("s", channel)))
 
     # ---------------------------------------------------------------- presence
 
@@ -320,10 +322,9 @@ class RedisEngine:
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
         shard = self._presence_shard(channel)
-        pipe = shard.client.pipeline(transaction=False)
-        pipe.zrem(self._key("pz", channel), client_id)
-        pipe.hdel(self._key("ph", channel), client_id)
-        await shard.call("remove_presence", pipe.execute())
+        keys = (self._key("pz", channel), self._key("ph", channel))
+        await shard.call("remove_presence", shard.script(scripts.PRESENCE_REMOVE, keys,
+                                                         (client_id,)))
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         shard = self._presence_shard(channel)

@@ -5,6 +5,7 @@ connection of each shard (see :mod:`tidings.engine.redis` for why it is owned).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -32,16 +33,23 @@ __all__ = [
     "Shard",
     "client_kwargs",
     "jump_hash",
+    "open_transport",
     "parse_address",
     "shard_index",
-    "standalone_client",
 ]
 
 log = logging.getLogger("tidings.redis")
 
 T = TypeVar("T")
 
-REDIS_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
+
+class RedisReplyError(Exception):
+    """Redis answered a command with an error."""
+
+
+REDIS_ERRORS = (
+    redis.exceptions.RedisError, RedisReplyError, OSError, asyncio.TimeoutError
+)
 
 
 def describe(exc: BaseException) -> str:
@@ -160,22 +168,84 @@ def client_kwargs(cfg: RedisConfig, ep: Endpoint) -> dict[str, Any]:
     return kwargs
 
 
-def standalone_client(cfg: RedisConfig, ep: Endpoint) -> aioredis.Redis:
-    kwargs = client_kwargs(cfg, ep)
-    if ep.path:
-        for key in [k for k in kwargs if k.startswith("ssl")]:
-            del kwargs[key]
-        kwargs["connection_class"] = aioredis.UnixDomainSocketConnection
-        kwargs["path"] = ep.path
+async def open_transport(
+    endpoint: Endpoint, cfg: RedisConfig, factory: Callable[[], asyncio.Protocol]
+) -> None:
+    """Connect ``factory()``'s protocol to ``endpoint`` (TCP, TLS or unix socket)."""
+    loop = asyncio.get_running_loop()
+    if endpoint.path:
+        connecting = loop.create_unix_connection(factory, endpoint.path)
     else:
-        if kwargs.pop("ssl", False):
-            kwargs["connection_class"] = aioredis.SSLConnection
-        kwargs["host"] = ep.host
-        kwargs["port"] = ep.port
-    pool = aioredis.BlockingConnectionPool(
-        max_connections=64, timeout=cfg.io_timeout, db=ep.db, **kwargs
-    )
-    return aioredis.Redis(connection_pool=pool)
+        connecting = loop.create_connection(
+            factory, endpoint.host, endpoint.port,
+            ssl=ssl_context(cfg) if endpoint.tls else None,
+            server_hostname=(cfg.tls.server_name or endpoint.host) if endpoint.tls else None,
+        )
+    await asyncio.wait_for(connecting, cfg.connect_timeout)
+
+
+class CommandProtocol(asyncio.Protocol):
+    """One multiplexed command connection: commands are written as they come (those issued in
+    one loop iteration in one write) and replies resolve their futures in order. Every
+    concurrent caller shares it, so concurrent publishes pipeline by themselves."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        pending = self.pending
+        try:
+            while (reply := self.reader.gets()) is not False:
+                fut = pending.popleft()
+                if fut.done():
+                    continue  # the caller gave up
+                if isinstance(reply, hiredis.ReplyError):
+                    fut.set_exception(RedisReplyError(str(reply)))
+                else:
+                    fut.set_result(reply)
+        except (hiredis.ProtocolError, IndexError) as exc:
+            log.error("redis: unexpected data on a command connection: %r", exc)
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = EngineError(f"connection lost{f': {exc}' if exc else ''}")
+        while self.pending:
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_exception(error)
+
+    def execute(self, args: Sequence[Any]) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        if not self.usable:
+            fut.set_exception(EngineError("not connected"))
+            return fut
+        self.pending.append(fut)
+        self._out.append(hiredis.pack_command(tuple(args)))
+        if len(self._out) == 1:
+            self._loop.call_soon(self._write)
+        return fut
+
+    def _write(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class PubSubProtocol(asyncio.Protocol):
@@ -223,13 +293,15 @@ class Shard:
         self,
         owner: PubSubOwner,
         name: str,
-        client: aioredis.Redis | RedisCluster,
+        cluster: RedisCluster | None,
         locate: Callable[[], Awaitable[Endpoint]],
         cfg: RedisConfig,
     ) -> None:
         self.owner = owner
         self.name = name
-        self.client = client
+        self.cluster = cluster  # commands of a Redis Cluster go through redis-py
+        self._cmd: CommandProtocol | None = None
+        self._cmd_lock = asyncio.Lock()
         self.locate = locate
         self.cfg = cfg
         self.channels: set[bytes] = set()  # pub/sub channels this shard should be subscribed to
@@ -247,21 +319,73 @@ class Shard:
 
     # ---------------------------------------------------------------- commands
 
+    async def execute(self, *args: Any) -> Any:
+        """One command: on Redis Cluster through redis-py (it routes by slot), otherwise on
+        the shard's multiplexed connection (opened on demand, reopened after a failure)."""
+        if self.cluster is not None:
+            return await self.cluster.execute_command(*args)
+        conn = self._cmd
+        if conn is None or not conn.usable:
+            conn = await self._command_connection()
+        return await conn.execute(args)
+
+    async def warm(self) -> None:
+        """Open the command connection now rather than on the first command."""
+        if self.cluster is None:
+            with contextlib.suppress(EngineError, *REDIS_ERRORS):
+                await self._command_connection()
+
+    async def _command_connection(self) -> CommandProtocol:
+        async with self._cmd_lock:
+            conn = self._cmd
+            if conn is not None and conn.usable:
+                return conn
+            endpoint = await self.locate()
+            conn = CommandProtocol()
+            await open_transport(endpoint, self.cfg, lambda: conn)
+            try:
+                handshake = []
+                if endpoint.password:
+                    auth = (endpoint.user, endpoint.password) if endpoint.user else (
+                        endpoint.password,)
+                    handshake.append(conn.execute((b"AUTH", *auth)))
+                if endpoint.db:
+                    handshake.append(conn.execute((b"SELECT", endpoint.db)))
+                if self.cfg.client_name:
+                    handshake.append(
+                        conn.execute((b"CLIENT", b"SETNAME", self.cfg.client_name))
+                    )
+                for step in handshake:
+                    await asyncio.wait_for(step, self.cfg.io_timeout)
+            except BaseException:
+                conn.abort()
+                raise
+            self._cmd = conn
+            return conn
+
     async def script(self, lua: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a Lua script by SHA, loading it on first use (or after a Redis restart)."""
         sha = self._scripts.get(lua)
         if sha is None:
             sha = self._scripts[lua] = hashlib.sha1(lua.encode()).hexdigest()
         try:
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return await self.client.eval(lua, len(keys), *keys, *args)
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except (RedisReplyError, redis.exceptions.NoScriptError) as exc:
+            if not str(exc).startswith("NOSCRIPT") and not isinstance(
+                exc, redis.exceptions.NoScriptError
+            ):
+                raise
+            return await self.execute("EVAL", lua, len(keys), *keys, *args)
 
     async def call(self, what: str, coro: Awaitable[T]) -> T:
         try:
             return await asyncio.wait_for(coro, self.cfg.io_timeout)
         except REDIS_ERRORS as exc:
+            if isinstance(exc, TimeoutError) and self._cmd is not None:
+                self._cmd.abort()  # a connection that stopped answering is not reused
             raise EngineError(f"redis {self.name}: {what} failed: {describe(exc)}") from exc
+        except EngineError as exc:
+            raise EngineError(f"redis {self.name}: {what} failed: {exc}") from exc
 
     # ---------------------------------------------------------------- pub/sub
 
@@ -275,9 +399,10 @@ class Shard:
                 await self._task
         if self._proto is not None:
             self._proto.abort()
-        await self.client.aclose()
-        if isinstance(self.client, aioredis.Redis):
-            await self.client.connection_pool.disconnect()
+        if self._cmd is not None:
+            self._cmd.abort()
+        if self.cluster is not None:
+            await self.cluster.aclose()
         for extra in self.also_close:
             await extra.aclose()
 
@@ -345,24 +470,9 @@ class Shard:
 
     async def _connect(self) -> PubSubProtocol:
         endpoint = await self.locate()
-        loop = asyncio.get_running_loop()
         replies: asyncio.Queue[Any] = asyncio.Queue()
         proto = PubSubProtocol(replies.put_nowait)
-        if endpoint.path:
-            await asyncio.wait_for(
-                loop.create_unix_connection(lambda: proto, endpoint.path),
-                self.cfg.connect_timeout,
-            )
-        else:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: proto, endpoint.host, endpoint.port,
-                    ssl=ssl_context(self.cfg) if endpoint.tls else None,
-                    server_hostname=(self.cfg.tls.server_name or endpoint.host)
-                    if endpoint.tls else None,
-                ),
-                self.cfg.connect_timeout,
-            )
+        await open_transport(endpoint, self.cfg, lambda: proto)
         try:
             if endpoint.password:
                 if endpoint.user:

@@ -5,7 +5,7 @@ Keys and message formats are described in :mod:`tidings.engine.redis`.
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PUBLISH"]
+__all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLISH"]
 
 # KEYS: stream, meta, result. ARGV: pubsub channel, payload, size (0: no history), ttl,
 # meta_ttl, new epoch, use result key (0/1), result ttl.
@@ -96,4 +96,11 @@ if #expired > 0 then
   redis.call('zremrangebyscore', KEYS[1], '-inf', now)
 end
 return redis.call('hgetall', KEYS[2])
+"""
+
+# KEYS: zset, hash. ARGV: client id.
+PRESENCE_REMOVE = """
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
+return 1
 """
