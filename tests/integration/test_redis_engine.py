@@ -167,6 +167,16 @@ async def test_presence_entries_expire(tmp_path: Path) -> None:
             assert (await a.presence_stats("p")).num_clients == 0
 
 
+async def test_sub_second_presence_ttl_is_honoured(tmp_path: Path) -> None:
+    # Expiry times keep Redis TIME's microseconds: an entry added now with a 0.5 s TTL is there
+    # when read at once (rounded to whole seconds it was gone in about half of the reads).
+    with RedisServer(tmp_path) as server:
+        async with node(config(address=[server.url], presence_ttl=0.5)) as (a, _):
+            for i in range(20):
+                await a.add_presence("sub", f"c{i}", ClientInfo(user="u", client=f"c{i}"))
+                assert f"c{i}" in await a.presence("sub")
+
+
 async def timed(call: Callable[[], object]) -> float:
     started = time.monotonic()
     with pytest.raises(EngineError):

@@ -44,7 +44,7 @@ from tidings.protocol.messages import (
     UnsubscribePush,
     UnsubscribeRequest,
 )
-from tidings.protocol.session import ConnectDecision, State, SubscribeDecision
+from tidings.protocol.session import ConnectDecision, State, Sub, SubscribeDecision
 
 if TYPE_CHECKING:
     from tidings.core.hub import Shared
@@ -382,6 +382,10 @@ class Client:
                     since=StreamPosition(offset=decision.offset) if decision.recover else None,
                 )
             result, _ = self.session.subscribe_result(decision, pubs, top, now)
+            if sub.presence:
+                # Before the reply (as Centrifugo does): a client told it is subscribed is
+                # already in presence, wherever presence is asked.
+                await self._add_presence(sub)
             return result, top if sub.positioned else None
         except BaseException:
             self.session.inflight.discard(channel)
@@ -395,6 +399,8 @@ class Client:
         channel = sub.channel
         self.session.inflight.discard(channel)
         if self._closed:
+            if sub.presence:  # closed mid-subscribe: no leave will remove this entry
+                self.node.spawn(self.node.leave_channel(self, sub, announce=False))
             return
         self.session.subs[channel] = sub
         buffered = self.node.hub.finish_sync(
@@ -406,15 +412,21 @@ class Client:
             self.enqueue_shared(shared)
         if sub.expires_at:
             self.node.schedule_sub_expiry(self, channel, sub.expires_at)
+        if sub.join_leave:
+            try:
+                info = self.session.client_info(sub.chan_info)
+                await self.node.engine.publish_join(channel, info)
+            except EngineError as exc:
+                log.warning("client %s: join to %s not published: %s", self.client_id, channel,
+                            exc)
+
+    async def _add_presence(self, sub: Sub) -> None:
         info = self.session.client_info(sub.chan_info)
         try:
-            if sub.presence:
-                await self.node.engine.add_presence(channel, self.client_id, info)
-            if sub.join_leave:
-                await self.node.engine.publish_join(channel, info)
+            await self.node.engine.add_presence(sub.channel, self.client_id, info)
         except EngineError as exc:
             # The subscription stands; presence is re-added by the node's refresh round.
-            log.warning("client %s: presence/join for %s failed: %s", self.client_id, channel,
+            log.warning("client %s: presence in %s not added: %s", self.client_id, sub.channel,
                         exc)
 
     async def _subscribe(self, cmd_id: int, req: SubscribeRequest, now: float) -> None:

@@ -226,11 +226,12 @@ class Node:
         if self.hub.remove(channel, client):
             await self.engine.unsubscribe(channel)
 
-    async def leave_channel(self, client: Client, sub: Sub) -> None:
+    async def leave_channel(self, client: Client, sub: Sub, *, announce: bool = True) -> None:
+        """Remove the client's presence in the channel and (``announce``) publish its leave."""
         try:
             if sub.presence:
                 await self.engine.remove_presence(sub.channel, client.client_id, client.user)
-            if sub.join_leave:
+            if sub.join_leave and announce:
                 info = client.session.client_info(sub.chan_info)
                 await self.engine.publish_leave(sub.channel, info)
         except EngineError as exc:

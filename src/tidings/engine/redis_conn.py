@@ -308,8 +308,7 @@ class Shard:
         self.connected = False
         self._proto: PubSubProtocol | None = None
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._to_subscribe: list[bytes] = []
-        self._to_unsubscribe: list[bytes] = []
+        self._queued: list[tuple[bytes, bytes]] = []  # (SUBSCRIBE | UNSUBSCRIBE, channel)
         self._flush_scheduled = False
         self._pong: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -412,7 +411,7 @@ class Shard:
             raise EngineError(f"redis {self.name}: not connected")
         fut = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
-        self._queue(self._to_subscribe, channel)
+        self._queue(b"SUBSCRIBE", channel)
         try:
             await asyncio.wait_for(fut, self.cfg.io_timeout)
         except TimeoutError:
@@ -421,26 +420,30 @@ class Shard:
     def unsubscribe(self, channel: bytes) -> None:
         self.channels.discard(channel)
         if self.connected:
-            self._queue(self._to_unsubscribe, channel)
+            self._queue(b"UNSUBSCRIBE", channel)
 
-    def _queue(self, batch: list[bytes], channel: bytes) -> None:
-        # Subscribes issued in one loop iteration share one SUBSCRIBE command.
-        batch.append(channel)
+    def _queue(self, command: bytes, channel: bytes) -> None:
+        # Operations issued in one loop iteration are sent together, in order: consecutive
+        # ones of the same kind share one command (order matters: unsubscribe-then-subscribe
+        # of one channel must leave it subscribed).
+        self._queued.append((command, channel))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        queued, self._queued = self._queued, []
         proto = self._proto
-        subs, self._to_subscribe = self._to_subscribe, []
-        unsubs, self._to_unsubscribe = self._to_unsubscribe, []
         if proto is None:
             return
-        for i in range(0, len(subs), 256):
-            proto.send(b"SUBSCRIBE", *subs[i : i + 256])
-        for i in range(0, len(unsubs), 256):
-            proto.send(b"UNSUBSCRIBE", *unsubs[i : i + 256])
+        run: list[bytes] = []
+        for i, (command, channel) in enumerate(queued):
+            run.append(channel)
+            last = i + 1 == len(queued) or queued[i + 1][0] != command
+            if last or len(run) == 256:
+                proto.send(command, *run)
+                run = []
 
     def _on_reply(self, reply: Any) -> None:
         if isinstance(reply, list) and len(reply) >= 3:

@@ -80,7 +80,7 @@ return {top, epoch, items}
 PRESENCE_ADD = """
 local now = redis.call('time')
 local ttl = tonumber(ARGV[3])
-redis.call('zadd', KEYS[1], tonumber(now[1]) + ttl, ARGV[1])
+redis.call('zadd', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1000000 + ttl, ARGV[1])
 redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
 redis.call('expire', KEYS[1], math.ceil(ttl))
 redis.call('expire', KEYS[2], math.ceil(ttl))
@@ -89,7 +89,8 @@ return 1
 
 # KEYS: zset, hash. Drops expired entries, returns the rest as a flat field/value list.
 PRESENCE_GET = """
-local now = tonumber(redis.call('time')[1])
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local expired = redis.call('zrangebyscore', KEYS[1], '-inf', now)
 if #expired > 0 then
   redis.call('hdel', KEYS[2], unpack(expired))
