@@ -161,6 +161,18 @@ class HealthConfig(_Base):
     enabled: bool = True
 
 
+class StreamConfig(_Base):
+    """An HTTP-streaming or SSE transport (bidirectional emulation or unidirectional)."""
+
+    enabled: bool = False
+    max_request_body_size: int = 65536
+
+
+class UniWebSocketConfig(_Base):
+    enabled: bool = False
+    message_size_limit: int = 65536
+
+
 class RedisTLSConfig(_Base):
     enabled: bool = False
     cert_pem_file: str = ""
@@ -223,6 +235,11 @@ class Config(_Base):
     http_api: HttpApiConfig = msgspec.field(default_factory=HttpApiConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    http_stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    sse: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    uni_http_stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    uni_sse: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    uni_websocket: UniWebSocketConfig = msgspec.field(default_factory=UniWebSocketConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(
         default_factory=PresenceManagerConfig

@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "Transport"]
 
+# Unidirectional connect errors become disconnects (PROTOCOL.md §8.1).
+_UNI_CONNECT_ERRORS = {
+    109: Disconnect.EXPIRED, 110: Disconnect.EXPIRED, 103: Disconnect.PERMISSION_DENIED,
+    111: Disconnect.TOO_MANY_REQUESTS,
+}
+
 log = logging.getLogger("tidings.client")
 
 
@@ -86,6 +92,7 @@ class Client:
         "_pending_bytes",
         "_shared",
         "_task",
+        "emulation_session",
         "node",
         "session",
         "transport",
@@ -103,6 +110,7 @@ class Client:
         self._closed = False
         self._inbox: deque[bytes] = deque()
         self._task: asyncio.Task[None] | None = None
+        self.emulation_session = ""  # the secret /emulation names this connection by
         node.client_opened(self)
 
     def __repr__(self) -> str:
@@ -256,6 +264,15 @@ class Client:
             self._task = None
 
     async def handle_frame(self, frame: bytes) -> None:
+        if not self.transport.bidirectional:
+            if self.session.state == State.CONNECTING:
+                try:
+                    await self._uni_connect(frame)
+                except EngineError as exc:
+                    log.warning("client %s: connect failed, engine unavailable: %s",
+                                self.client_id, exc)
+                    self.close(Disconnect.INTERNAL)
+            return  # a unidirectional client has nothing more to say
         try:
             commands = codec.decode_commands(frame)
         except ProtocolError as exc:
@@ -322,6 +339,16 @@ class Client:
     # ---------------------------------------------------------------- connect
 
     async def _connect(self, cmd_id: int, req: ConnectRequest, now: float) -> None:
+        result, finish = await self._establish(req, now)
+        self._reply(Reply(id=cmd_id, connect=result))
+        for sub_decision, top in finish:
+            await self._finish_subscription(sub_decision, top)
+
+    async def _establish(
+        self, req: ConnectRequest, now: float
+    ) -> tuple[ConnectResult, list[tuple[SubscribeDecision, StreamPosition | None]]]:
+        """Authenticate and prepare the token's subscriptions; the caller sends the result,
+        then finishes the subscriptions."""
         node = self.node
         decision: ConnectDecision = self.session.decide_connect(req, now)
         limit = node.config.client.connection_limit
@@ -343,6 +370,11 @@ class Client:
             result.pong = self.transport.bidirectional and cfg.pong_timeout > 0
         if cfg.connect_include_server_time:
             result.time = int(now * 1000)
+        if self.transport.name in ("http_stream", "sse"):
+            # Emulation: the client posts its commands to /emulation naming these two.
+            self.emulation_session = node.open_emulation_session(self)
+            result.session = self.emulation_session
+            result.node = node.id
         subs: dict[str, SubscribeResult] = {}
         finish: list[tuple[SubscribeDecision, StreamPosition | None]] = []
         for sub_decision in decision.subs:
@@ -351,7 +383,27 @@ class Client:
             finish.append((sub_decision, top))
         if subs:
             result.subs = subs
-        self._reply(Reply(id=cmd_id, connect=result))
+        return result, finish
+
+    async def _uni_connect(self, frame: bytes) -> None:
+        """Unidirectional transports: the first message is a ConnectRequest (not a command);
+        the answer is a ``connect`` push, errors become a disconnect (PROTOCOL.md §8.1)."""
+        try:
+            req = codec.decode_connect_request(frame)
+        except ProtocolError as exc:
+            log.info("client %s sent a malformed connect request: %s", self.client_id, exc)
+            self.close(Disconnect.BAD_REQUEST)
+            return
+        try:
+            result, finish = await self._establish(req, time.time())
+        except Disconnect as d:
+            self.close(d)
+            return
+        except ReplyError as err:
+            log.info("uni connect of %s refused: %d %s", self.client_id, err.code, err.message)
+            self.close(_UNI_CONNECT_ERRORS.get(err.code, Disconnect.INTERNAL))
+            return
+        self.enqueue(codec.encode_push(Push(connect=result)))
         for sub_decision, top in finish:
             await self._finish_subscription(sub_decision, top)
 

@@ -79,6 +79,13 @@ class Cluster:
             _control.encode({"op": op, "from": self.node.id, "params": params})
         )
 
+    async def send(self, node_id: str, op: str, params: dict[str, Any]) -> None:
+        """A control message for one other node only."""
+        await self.node.engine.publish_control(
+            _control.encode({"op": op, "from": self.node.id, "params": params}),
+            node_id=node_id,
+        )
+
     def handle_control(self, data: bytes) -> None:
         try:
             msg = msgspec.json.decode(data, type=_ControlMessage)
@@ -94,6 +101,11 @@ class Cluster:
             return  # applied locally already
         elif msg.op == "survey":
             self.node.spawn(self._answer_survey(msg))
+        elif msg.op == "emulation":
+            params = msg.params if isinstance(msg.params, dict) else {}
+            session, commands = params.get("session"), params.get("data")
+            if isinstance(session, str) and isinstance(commands, str):
+                self.node.emulation(session, commands.encode())
         elif msg.op == "survey_reply":
             survey = self._surveys.get(msg.id)
             if survey is not None:

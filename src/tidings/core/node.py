@@ -74,6 +74,7 @@ class Node:
         self.clients: dict[str, Client] = {}  # authenticated clients by client ID
         self.users: dict[str, dict[Client, None]] = {}
         self.opened: dict[Client, None] = {}  # every open client, authenticated or not
+        self.emulation_sessions: dict[str, Client] = {}  # session -> HTTP-stream/SSE client
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         self._next_flush_at = 0.0
@@ -186,9 +187,24 @@ class Node:
         if client.session.expires_at:
             self.schedule_expiry(client, client.session.expires_at)
 
+    def open_emulation_session(self, client: Client) -> str:
+        session = uuid.uuid4().hex
+        self.emulation_sessions[session] = client
+        return session
+
+    def emulation(self, session: str, data: bytes) -> bool:
+        """Commands posted to /emulation for a session of this node; False if unknown."""
+        client = self.emulation_sessions.get(session)
+        if client is None:
+            return False
+        client.feed(data)
+        return True
+
     def client_closed(self, client: Client) -> None:
         """Called once when a client is gone: unregister now, clean up engine state async."""
         self.opened.pop(client, None)
+        if client.emulation_session:
+            self.emulation_sessions.pop(client.emulation_session, None)
         if self.clients.pop(client.client_id, None) is not None:
             users = self.users.get(client.user)
             if users is not None:

@@ -10,11 +10,19 @@ from __future__ import annotations
 import msgspec
 
 from tidings.errors import ProtocolError
-from tidings.protocol.messages import Command, Push, Raw, Reply
+from tidings.protocol.messages import Command, ConnectRequest, Push, Raw, Reply
 
-__all__ = ["decode_commands", "encode_push", "encode_reply", "is_json", "strip_newlines"]
+__all__ = [
+    "decode_commands",
+    "decode_connect_request",
+    "encode_push",
+    "encode_reply",
+    "is_json",
+    "strip_newlines",
+]
 
 _command_decoder = msgspec.json.Decoder(Command)
+_connect_decoder = msgspec.json.Decoder(ConnectRequest)
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
 
@@ -29,6 +37,17 @@ def decode_commands(frame: bytes) -> list[Command]:
         return [_command_decoder.decode(line) for line in frame.split(b"\n") if line.strip()]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"malformed command: {exc}") from exc
+
+
+def decode_connect_request(data: bytes) -> ConnectRequest:
+    """A unidirectional transport's opening message: a bare ConnectRequest (an empty body is
+    an anonymous connect)."""
+    if not data.strip():
+        return ConnectRequest()
+    try:
+        return _connect_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"malformed connect request: {exc}") from exc
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
+import msgspec
 
+from tidings.engine.base import EngineError
 from tidings.protocol import wsframe
-from tidings.transports.websocket import WebSocketTransport
+from tidings.transports.stream import StreamTransport, chunk
+from tidings.transports.websocket import UniWebSocketTransport, WebSocketTransport
 
 if TYPE_CHECKING:
     from tidings.api.handlers import ApiHandler
@@ -35,6 +38,26 @@ _REASONS = {
     503: "Service Unavailable",
 }
 _SUBPROTOCOLS = ("centrifuge-json",)
+_STREAMS = {
+    "/connection/http_stream": "http_stream",
+    "/connection/sse": "sse",
+    "/connection/uni_http_stream": "uni_http_stream",
+    "/connection/uni_sse": "uni_sse",
+}
+_NO_CACHE = [
+    ("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0"),
+    ("Pragma", "no-cache"),
+    ("Expires", "0"),
+    ("X-Accel-Buffering", "no"),
+]
+
+
+class EmulationRequest(msgspec.Struct):
+    """``POST /emulation``: commands for the connection ``session`` of node ``node``."""
+
+    session: str
+    node: str
+    data: str
 
 
 class ServerState:
@@ -54,6 +77,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.ws: WebSocketTransport | None = None
+        self.stream: StreamTransport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -72,6 +96,8 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.ws is not None:
             self.ws.connection_lost()
+        if self.stream is not None:
+            self.stream.connection_lost()
         if self._task is not None:
             self._task.cancel()
 
@@ -79,6 +105,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.ws is not None:
             self.ws.data_received(data)
             return
+        if self.stream is not None or self.parser is None:
+            return  # a streaming response owns the connection: the client has nothing to say
         assert self.parser is not None
         try:
             self.parser.feed_data(data)
@@ -92,10 +120,14 @@ class HttpProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.ws is not None:
             self.ws.pause_writing()
+        elif self.stream is not None:
+            self.stream.pause_writing()
 
     def resume_writing(self) -> None:
         if self.ws is not None:
             self.ws.resume_writing()
+        elif self.stream is not None:
+            self.stream.resume_writing()
 
     # ---------------------------------------------------------------- httptools callbacks
 
@@ -144,7 +176,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._respond(200, b"{}", content_type="application/json", keep_alive=keep_alive)
             elif path == "/api" or path.startswith("/api/"):
                 await self._api(method, path, keep_alive)
-            elif path == "/connection/websocket":
+            elif path in _STREAMS:
+                self._stream(method, _STREAMS[path], keep_alive)
+            elif path == "/emulation":
+                await self._emulation(method, keep_alive)
+            elif path in ("/connection/websocket", "/connection/uni_websocket"):
                 self._respond(426, b"WebSocket upgrade expected\n", keep_alive=keep_alive,
                               extra=[("Upgrade", "websocket")])
             else:
@@ -179,6 +215,134 @@ class HttpProtocol(asyncio.Protocol):
         )
         status, payload = await api.handle_http(name, body, transport_errors=transport_mode)
         self._respond(status, payload, content_type="application/json", keep_alive=keep_alive)
+
+    # ---------------------------------------------------------------- streams and emulation
+
+    def _cors(self) -> list[tuple[str, str]] | None:
+        """CORS headers for a request with an allowed Origin; None if the origin is refused."""
+        origin = self._headers.get("origin")
+        if origin is None:
+            return []
+        if not self._origin_allowed(origin):
+            log.info("request rejected: origin %r not allowed", origin)
+            return None
+        headers = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ]
+        wanted = self._headers.get("access-control-request-headers")
+        if wanted:
+            headers.append(("Access-Control-Allow-Headers", wanted))
+        return headers
+
+    def _preflight_or_refuse(
+        self, method: str, allowed: tuple[str, ...], keep_alive: bool
+    ) -> list[tuple[str, str]] | None:
+        """Answer OPTIONS, a refused origin or a wrong method; else return the CORS headers."""
+        cors = self._cors()
+        if cors is None:
+            self._respond(403, b"Origin not allowed\n", keep_alive=keep_alive)
+            return None
+        if method == "OPTIONS":
+            self._respond(204, b"", keep_alive=keep_alive, extra=[
+                *cors,
+                ("Access-Control-Allow-Methods", ", ".join((*allowed, "OPTIONS"))),
+                ("Access-Control-Max-Age", "300"),
+            ])
+            return None
+        if method not in allowed:
+            self._respond(405, b"Method Not Allowed\n", keep_alive=keep_alive)
+            return None
+        return cors
+
+    def _stream(self, method: str, name: str, keep_alive: bool) -> None:
+        """Open an HTTP-streaming or SSE connection (bidirectional emulation or uni)."""
+        cfg = getattr(self.node.config, name)
+        if not cfg.enabled:
+            self._respond(404, b"Not Found\n", keep_alive=keep_alive)
+            return
+        sse = name.endswith("sse")
+        cors = self._preflight_or_refuse(method, ("GET", "POST") if sse else ("POST",),
+                                         keep_alive)
+        if cors is None:
+            return
+        if not self.state.accepting:
+            self._respond(503, b"Shutting down\n", keep_alive=False)
+            return
+        body = b"".join(self._body)
+        if method == "GET":
+            values = self._query().get("cf_connect")
+            if not values and not name.startswith("uni"):
+                self._respond(400, b"cf_connect query parameter expected\n",
+                              keep_alive=keep_alive)
+                return
+            body = values[0].encode() if values else b""
+        if len(body) > cfg.max_request_body_size:
+            self._respond(413, b"Payload Too Large\n", keep_alive=False)
+            return
+        if self._headers.get("content-type", "").startswith("application/octet-stream"):
+            self._respond(501, b"Protobuf protocol is not supported yet; use JSON\n",
+                          keep_alive=keep_alive)
+            return
+        transport = self.transport
+        assert transport is not None
+        content_type = "text/event-stream; charset=utf-8" if sse else "application/json"
+        lines = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}",
+                 "Transfer-Encoding: chunked", "Connection: keep-alive"]
+        lines += [f"{k}: {v}" for k, v in (*_NO_CACHE, *cors)]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        transport.write(head + (chunk(b"\r\n") if sse else b""))
+        self.stream = StreamTransport(self.node, transport, name)
+        self.parser = None  # the connection belongs to the stream now
+        self._headers = {}
+        self._body = []
+        if body.strip() or name.startswith("uni"):
+            self.stream.client.feed(body)
+
+    async def _emulation(self, method: str, keep_alive: bool) -> None:
+        """``POST /emulation``: commands for an HTTP-streaming/SSE connection, on this node or
+        (through the engine) on the node that holds it."""
+        config = self.node.config
+        if not (config.http_stream.enabled or config.sse.enabled):
+            self._respond(404, b"Not Found\n", keep_alive=keep_alive)
+            return
+        cors = self._preflight_or_refuse(method, ("POST",), keep_alive)
+        if cors is None:
+            return
+        body = b"".join(self._body)
+        limit = max(config.http_stream.max_request_body_size, config.sse.max_request_body_size)
+        if len(body) > limit:
+            self._respond(413, b"Payload Too Large\n", keep_alive=False, extra=cors)
+            return
+        if self._headers.get("content-type", "").startswith("application/octet-stream"):
+            self._respond(501, b"Protobuf protocol is not supported yet; use JSON\n",
+                          keep_alive=keep_alive, extra=cors)
+            return
+        try:
+            req = msgspec.json.decode(body, type=EmulationRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.info("malformed emulation request: %s", exc)
+            self._respond(400, f"malformed emulation request: {exc}\n".encode(),
+                          keep_alive=keep_alive, extra=cors)
+            return
+        node = self.node
+        if req.node == node.id:
+            if not node.emulation(req.session, req.data.encode()):
+                self._respond(404, b"unknown session\n", keep_alive=keep_alive, extra=cors)
+                return
+        elif req.node in node.cluster.live_nodes():
+            try:
+                await node.cluster.send(req.node, "emulation",
+                                        {"session": req.session, "data": req.data})
+            except EngineError as exc:
+                log.warning("emulation request for node %s not forwarded: %s", req.node, exc)
+                self._respond(503, b"engine unavailable\n", keep_alive=keep_alive, extra=cors)
+                return
+        else:
+            self._respond(404, b"unknown node\n", keep_alive=keep_alive, extra=cors)
+            return
+        self._respond(204, b"", keep_alive=keep_alive, extra=cors)
 
     def _query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self._url.decode("latin-1")).query)
@@ -222,7 +386,12 @@ class HttpProtocol(asyncio.Protocol):
         assert self.transport is not None
         headers = self._headers
         path = urlsplit(self._url.decode("latin-1")).path
-        if path != "/connection/websocket" or self.node.config.websocket.disabled:
+        uni = path == "/connection/uni_websocket"
+        if uni:
+            if not self.node.config.uni_websocket.enabled:
+                self._respond(404, b"Not Found\n", keep_alive=False)
+                return
+        elif path != "/connection/websocket" or self.node.config.websocket.disabled:
             self._respond(404, b"Not Found\n", keep_alive=False)
             return
         if not self.state.accepting:
@@ -242,7 +411,7 @@ class HttpProtocol(asyncio.Protocol):
         wants_protobuf = "centrifuge-protobuf" in offered or any(
             v == ["protobuf"] for k, v in query.items() if k in ("format", "cf_protocol")
         )
-        if wants_protobuf and "centrifuge-json" not in offered:
+        if wants_protobuf and "centrifuge-json" not in offered and not uni:
             self._respond(501, b"Protobuf protocol is not supported yet; use JSON\n",
                           keep_alive=False)
             return
@@ -256,19 +425,26 @@ class HttpProtocol(asyncio.Protocol):
         if chosen:
             lines.append(f"Sec-WebSocket-Protocol: {chosen}")
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        self.ws = WebSocketTransport(self.node, self.transport)
+        connect = query.get("cf_connect")
+        if uni:
+            self.ws = UniWebSocketTransport(self.node, self.transport)
+        else:
+            self.ws = WebSocketTransport(self.node, self.transport)
         # The HTTP parser and request state are dead weight on a long-lived WebSocket: drop
         # them (measured: ~1 KiB per idle connection, docs/design.md).
         self.parser = None
         self._headers = {}
         self._url = b""
         self._body = []
+        if uni and connect:
+            self.ws.client.feed(connect[0].encode())
         if rest:
             self.ws.data_received(rest)
 
     # ---------------------------------------------------------------- shutdown
 
     def shutdown(self) -> None:
-        """Close an idle HTTP connection; WebSocket clients are closed by the node."""
-        if self.ws is None and self._task is None and self.transport is not None:
+        """Close an idle HTTP connection; WebSocket and stream clients are closed by the node."""
+        if (self.ws is None and self.stream is None and self._task is None
+                and self.transport is not None):
             self.transport.close()

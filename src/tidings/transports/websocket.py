@@ -13,13 +13,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
-from tidings.protocol import wsframe
+from tidings.protocol import codec, wsframe
+from tidings.protocol.messages import DisconnectPush, Push
+from tidings.transports.stream import KIND_UNI_WEBSOCKET, unwrap
 
 if TYPE_CHECKING:
     from tidings.core.client import Client
     from tidings.core.node import Node
 
-__all__ = ["WebSocketTransport"]
+__all__ = ["UniWebSocketTransport", "WebSocketTransport"]
 
 log = logging.getLogger("tidings.websocket")
 
@@ -100,3 +102,34 @@ class WebSocketTransport:
 
     def resume_writing(self) -> None:
         self.client.resume_writing()
+
+
+def _uni_frames(payload: bytes) -> bytes:
+    """One text frame per message, without the ``{"push": ...}`` wrapper."""
+    return b"".join([wsframe.build_frame(unwrap(line)) for line in payload.split(b"\n")])
+
+
+class UniWebSocketTransport(WebSocketTransport):
+    """Unidirectional WebSocket (PROTOCOL.md §8.1): the client's first message (or the
+    ``cf_connect`` query) is a ConnectRequest; then only pushes flow, server to client."""
+
+    kind = KIND_UNI_WEBSOCKET
+    name = "uni_websocket"
+    bidirectional = False
+
+    __slots__ = ()
+
+    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
+        super().__init__(node, transport)
+        self._parser = wsframe.FrameParser(node.config.uni_websocket.message_size_limit)
+
+    frame = staticmethod(_uni_frames)  # type: ignore[assignment]  # no opcode argument
+
+    def close(self, disconnect: Disconnect) -> None:
+        if not self._closing and not self._transport.is_closing():
+            push = codec.encode_push(
+                Push(disconnect=DisconnectPush(code=disconnect.code, reason=disconnect.reason))
+            )
+            self._transport.write(_uni_frames(push))
+        super().close(disconnect)
+

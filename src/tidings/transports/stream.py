@@ -1,0 +1,127 @@
+"""Streaming HTTP transports (PROTOCOL.md §8): the response is a long-lived chunked stream.
+
+- ``http_stream`` and ``sse``: the server half of centrifuge-js's bidirectional emulation; the
+  client sends commands with ``POST /emulation`` (session + node), replies and pushes stream
+  back here, one JSON per line (``http_stream``) or per SSE event (``sse``);
+- ``uni_http_stream`` and ``uni_sse``: unidirectional, for clients without an SDK; pushes go
+  out without the ``{"push": ...}`` wrapper (``{"channel":..,"pub":..}``), starting with
+  ``{"connect": ...}``.
+
+Each kind frames a payload (messages joined by ``\\n``, see ``Client.flush``) once; the framed
+bytes are cached per publication (``Shared.frames``), so a fan-out frames once per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tidings.errors import Disconnect
+from tidings.protocol import codec
+from tidings.protocol.messages import DisconnectPush, Push
+
+if TYPE_CHECKING:
+    from tidings.core.client import Client
+    from tidings.core.node import Node
+
+__all__ = [
+    "KIND_HTTP_STREAM",
+    "KIND_SSE",
+    "KIND_UNI_HTTP_STREAM",
+    "KIND_UNI_SSE",
+    "KIND_UNI_WEBSOCKET",
+    "StreamTransport",
+    "chunk",
+    "unwrap",
+]
+
+log = logging.getLogger("tidings.stream")
+
+KIND_HTTP_STREAM = 1
+KIND_SSE = 2
+KIND_UNI_WEBSOCKET = 3
+KIND_UNI_HTTP_STREAM = 4
+KIND_UNI_SSE = 5
+
+CLOSE_TIMEOUT = 5.0
+_PUSH_PREFIX = b'{"push":'
+
+
+def chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def unwrap(message: bytes) -> bytes:
+    """``{"push":{...}}`` -> ``{...}``: what unidirectional transports send."""
+    if message.startswith(_PUSH_PREFIX):
+        return message[len(_PUSH_PREFIX) : -1]
+    return message
+
+
+def _http_stream(payload: bytes) -> bytes:
+    return chunk(payload + b"\n")
+
+
+def _sse(payload: bytes) -> bytes:
+    return chunk(b"".join([b"data: " + line + b"\n\n" for line in payload.split(b"\n")]))
+
+
+def _uni_http_stream(payload: bytes) -> bytes:
+    return chunk(b"".join([unwrap(line) + b"\n" for line in payload.split(b"\n")]))
+
+
+def _uni_sse(payload: bytes) -> bytes:
+    return chunk(b"".join([b"data: " + unwrap(line) + b"\n\n" for line in payload.split(b"\n")]))
+
+
+_KINDS: dict[str, tuple[int, bool, Callable[[bytes], bytes]]] = {
+    "http_stream": (KIND_HTTP_STREAM, True, _http_stream),
+    "sse": (KIND_SSE, True, _sse),
+    "uni_http_stream": (KIND_UNI_HTTP_STREAM, False, _uni_http_stream),
+    "uni_sse": (KIND_UNI_SSE, False, _uni_sse),
+}
+
+
+class StreamTransport:
+    """A client on a streaming HTTP response (the HTTP connection is dedicated to it)."""
+
+    __slots__ = ("_closing", "_transport", "bidirectional", "client", "frame", "kind", "name",
+                 "write")
+
+    def __init__(self, node: Node, transport: asyncio.Transport, name: str) -> None:
+        self.kind, self.bidirectional, self.frame = _KINDS[name]
+        self.name = name
+        self._transport = transport
+        self.write: Callable[[bytes], None] = transport.write
+        self._closing = False
+        self.client: Client = node.new_client(self)
+
+    def buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def close(self, disconnect: Disconnect) -> None:
+        """Send the disconnect push, end the response, close the connection."""
+        if self._closing:
+            return
+        self._closing = True
+        transport = self._transport
+        if transport.is_closing():
+            return
+        push = codec.encode_push(
+            Push(disconnect=DisconnectPush(code=disconnect.code, reason=disconnect.reason))
+        )
+        transport.write(self.frame(push) + b"0\r\n\r\n")
+        transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def connection_lost(self) -> None:
+        self.client.connection_lost()
+
+    def pause_writing(self) -> None:
+        self.client.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.client.resume_writing()
