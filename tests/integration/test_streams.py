@@ -359,3 +359,18 @@ async def test_emulation_reaches_the_owning_node(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_per_transport_counters_in_info(
+    srv: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    resp, lines, connect = await open_http_stream(http, srv, "counted")
+    async with resp:
+        assert await emulate(http, srv, connect, {"id": 2, "subscribe": {"channel": "m"}}) == 204
+        await lines.until(lambda m: m.get("id") == 2)
+        info = (await api(http, srv, "info", {}))["result"]["nodes"][0]["transports"]
+        stream = info["http_stream"]
+        assert stream["messages_received"] == 2  # the connect body and one emulation post
+        assert stream["messages_sent"] >= 2 and stream["bytes_sent"] > 100
+        assert stream["bytes_received"] > 50
+        assert "websocket" not in info

@@ -171,6 +171,8 @@ class Client:
                 self._slow()
             return
         pending = self._pending
+        stats = self.node.transport_stats[self.transport.kind]
+        stats[0] += len(pending)
         if len(pending) == 1:
             shared = self._shared
             data = (
@@ -183,6 +185,7 @@ class Client:
         pending.clear()  # reuse the list: no new GC-tracked object per flush
         self._pending_bytes = 0
         self._shared = None
+        stats[1] += len(data)
         self.transport.write(data)  # the socket transport's own bound write, no wrapper
 
     def _slow(self) -> None:
@@ -247,6 +250,9 @@ class Client:
         """A frame arrived. Commands run in order on one task per busy connection."""
         if self._closed:
             return
+        stats = self.node.transport_stats[self.transport.kind]
+        stats[2] += 1
+        stats[3] += len(frame)
         self._inbox.append(frame)
         if self._task is None:
             self._task = self.node.loop.create_task(self._drain())

@@ -53,6 +53,10 @@ _STALE, _EXPIRE, _SUB_EXPIRE, _PONG = range(4)
 COALESCE_THRESHOLD = 0.002
 COALESCE_MAX_DELAY = 0.05
 
+# Transport kinds (index = Transport.kind; see transports/websocket.py and stream.py).
+TRANSPORT_NAMES = ("websocket", "http_stream", "sse", "uni_websocket", "uni_http_stream",
+                   "uni_sse")
+
 class Node:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
         self.config = config
@@ -75,6 +79,9 @@ class Node:
         self.users: dict[str, dict[Client, None]] = {}
         self.opened: dict[Client, None] = {}  # every open client, authenticated or not
         self.emulation_sessions: dict[str, Client] = {}  # session -> HTTP-stream/SSE client
+        # Per transport kind: [messages sent, bytes sent, frames received, bytes received]
+        # (the hook for metrics: counted where writes and reads already happen).
+        self.transport_stats: list[list[int]] = [[0, 0, 0, 0] for _ in TRANSPORT_NAMES]
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         self._next_flush_at = 0.0
@@ -483,6 +490,14 @@ class Node:
 
     # ---------------------------------------------------------------- info
 
+    def transports_info(self) -> dict[str, dict[str, int]]:
+        return {
+            name: dict(zip(("messages_sent", "bytes_sent", "messages_received",
+                            "bytes_received"), stats, strict=True))
+            for name, stats in zip(TRANSPORT_NAMES, self.transport_stats, strict=True)
+            if any(stats)
+        }
+
     def info(self) -> dict[str, Any]:
         return {
             "uid": self.id,
@@ -493,4 +508,5 @@ class Node:
             "num_channels": len(self.hub.channels),
             "num_subs": sum(self.hub.num_subscribed(s) for s in self.hub.channels.values()),
             "uptime": int(time.time() - self.started_at),
+            "transports": self.transports_info(),
         }
