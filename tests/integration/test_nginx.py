@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -384,3 +385,62 @@ async def test_two_nodes_behind_nginx_need_no_sticky_sessions(
             tasks = {t for client in clients for t in client._background_tasks}
             if tasks:
                 await asyncio.wait(tasks, timeout=T)
+
+
+async def test_emulation_through_nginx_needs_no_sticky_sessions(
+    nodes: list[ServerProcess], nginx: Nginx
+) -> None:
+    """An HTTP-streaming connection lives on one node; its /emulation POSTs go round robin to
+    both, and the other node forwards them through Redis."""
+    config = example_node_config("node1")
+    secret = config["client"]["token"]["hmac_secret_key"]
+    key = config["http_api"]["key"]
+    channel = f"emu-{uuid.uuid4().hex[:8]}"
+    async with aiohttp.ClientSession() as session:
+
+        async def both_nodes_known() -> bool:
+            info = await api(session, nginx.http_url, key, "info", {})
+            return len(info["nodes"]) == 2
+
+        for node in nodes:  # each node must have heard the other's heartbeat
+            await wait_until(functools.partial(_knows_both, session, node, key),
+                             "node heartbeats")
+        await wait_until(both_nodes_known, "info lists both nodes")
+        connect_cmd = json.dumps({"id": 1, "connect": {"token": make_token("e", secret=secret)}})
+        async with session.post(f"{nginx.http_url}/connection/http_stream", data=connect_cmd,
+                                headers={"Content-Type": "application/json"}) as stream:
+            assert stream.status == 200
+
+            async def next_message() -> dict[str, Any]:
+                async with asyncio.timeout(T):
+                    while True:
+                        line = (await stream.content.readline()).strip()
+                        if line:
+                            message: dict[str, Any] = json.loads(line)
+                            return message
+
+            connect = (await next_message())["connect"]
+            for command_id in range(2, 6):  # 4 POSTs: round robin hands them to both nodes
+                command = {"id": command_id, "presence_stats": {"channel": channel}}
+                if command_id == 2:
+                    command = {"id": 2, "subscribe": {"channel": channel}}
+                body = {"session": connect["session"], "node": connect["node"],
+                        "data": json.dumps(command)}
+                async with session.post(f"{nginx.http_url}/emulation", json=body) as resp:
+                    assert resp.status == 204, await resp.text()
+                while (await next_message()).get("id") != command_id:
+                    pass
+            await api(session, nginx.http_url, key, "publish",
+                      {"channel": channel, "data": {"via": "nginx"}})
+            while True:
+                message = await next_message()
+                if "pub" in message.get("push", {}):
+                    break
+            assert message["push"]["pub"]["data"] == {"via": "nginx"}
+    assert set(nginx.upstreams("POST /emulation", 204)) == {node.port for node in nodes}
+
+
+async def _knows_both(session: aiohttp.ClientSession, node: ServerProcess, key: str) -> bool:
+    info = await api(session, node.http_url, key, "info", {})
+    return len(info["nodes"]) == 2
+
