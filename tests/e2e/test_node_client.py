@@ -3,6 +3,11 @@
 The Node side lives in ``tests/e2e/node/scenario.mjs``; it prints one JSON line with everything it
 observed. When ``node_modules`` is missing the test installs the pinned dependencies with
 ``npm ci`` (once per session) instead of skipping.
+
+Every test runs over each transport of the client: ``websocket`` and the bidirectional emulation
+transports ``http_stream`` and ``sse`` (commands sent with ``POST /emulation``; SSE through the npm
+``eventsource`` package, as Node has no global ``EventSource``). Set ``TIDINGS_E2E_TRACE=1`` to
+get the client's debug log and its HTTP traffic in the failure output.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import shutil
 import subprocess
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +30,29 @@ NODE_DIR = Path(__file__).parent / "node"
 SCENARIO = NODE_DIR / "scenario.mjs"
 USER = "42"
 
+_NODE_DEPS = ("centrifuge", "ws", "eventsource")
+TRANSPORTS = ("websocket", "http_stream", "sse")
+EMULATION = {"http_stream": {"enabled": True}, "sse": {"enabled": True}}
+
 _install_lock = threading.Lock()
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def srv(server: ServerProcess) -> ServerProcess:
-    return server
+def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return tidings_server(EMULATION)
 
 
 def _ensure_node_modules() -> None:
     """Run ``npm ci`` if the pinned client is not installed yet."""
     with _install_lock:
-        if (NODE_DIR / "node_modules" / "centrifuge" / "package.json").is_file() and (
-            NODE_DIR / "node_modules" / "ws" / "package.json"
-        ).is_file():
+        modules = NODE_DIR / "node_modules"
+        if all((modules / dep / "package.json").is_file() for dep in _NODE_DEPS):
             return
         npm = shutil.which("npm")
         assert npm is not None, "npm is required for the Node e2e test"
@@ -52,7 +67,7 @@ def _ensure_node_modules() -> None:
         assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
 
 
-def _run_scenario(srv: ServerProcess, scenario: str) -> dict[str, Any]:
+def _run_scenario(srv: ServerProcess, scenario: str, transport: str) -> dict[str, Any]:
     _ensure_node_modules()
     node = shutil.which("node")
     assert node is not None, "node is required for the Node e2e test"
@@ -75,10 +90,14 @@ def _run_scenario(srv: ServerProcess, scenario: str) -> dict[str, Any]:
         channel,
         "--scenario",
         scenario,
+        "--transport",
+        transport,
         "--timeout-ms",
         str(timeout_ms),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_E2E_")}
+    if os.environ.get("TIDINGS_E2E_TRACE") == "1":
+        env["TIDINGS_E2E_TRACE"] = "1"
     proc = subprocess.run(
         cmd,
         cwd=NODE_DIR,
@@ -98,6 +117,9 @@ def _run_scenario(srv: ServerProcess, scenario: str) -> dict[str, Any]:
     assert out["ok"] is True, f"scenario failed: {out.get('error')}\n{diag}"
     assert proc.returncode == 0, diag
     assert out["channel"] == channel
+    assert out["transport"] == transport
+    # Every connection used the transport under test (the client reports its name).
+    assert out["connectedTransports"] == [transport] * len(out["clientIds"])
     return out
 
 
@@ -113,10 +135,35 @@ def _assert_first_subscribe(out: dict[str, Any]) -> None:
     # The live publication arrives with the first offset of the stream.
     assert out["received"][0] == {"data": {"seq": 0, "phase": "live"}, "offset": 1}
     assert out["apiPublishes"][0] == {"seq": 0, "offset": 1, "epoch": first["epoch"]}
+    # Presence and history through the transport under test, right after the first publication.
+    client_id = out["clientIds"][0]
+    _assert_presence_and_history(
+        out["afterFirstPublication"],
+        client_id,
+        [{"data": {"seq": 0, "phase": "live"}, "offset": 1}],
+        first["epoch"],
+    )
 
 
-def test_connect_subscribe_publish_and_recover_after_reconnect(srv: ServerProcess) -> None:
-    out = _run_scenario(srv, "recover")
+def _assert_presence_and_history(
+    seen: dict[str, Any], client_id: str, publications: list[dict[str, Any]], epoch: str
+) -> None:
+    """Presence holds exactly this connection; history (``limit: -1``) every publication."""
+    assert seen["presence"] == [{"key": client_id, "client": client_id, "user": USER}]
+    assert seen["presenceStats"] == {"numClients": 1, "numUsers": 1}
+    assert seen["history"] == {
+        "publications": publications,
+        "offset": publications[-1]["offset"],
+        "epoch": epoch,
+    }
+
+
+def test_connect_subscribe_publish_and_recover_after_reconnect(
+    srv: ServerProcess, transport: str
+) -> None:
+    # The drop is the client's own disconnect() (closes the WebSocket, aborts the HTTP stream or
+    # closes the EventSource); a drop by the server is in the test below.
+    out = _run_scenario(srv, "recover", transport)
     _assert_first_subscribe(out)
     epoch = out["subscribed"][0]["epoch"]
 
@@ -150,17 +197,25 @@ def test_connect_subscribe_publish_and_recover_after_reconnect(srv: ServerProces
     for client_id in out["clientIds"]:
         assert str(uuid.UUID(client_id)) == client_id
     assert out["disconnected"][0] == {"code": 0, "reason": "disconnect called"}
+    # At the end only the second connection is present (the first one left), and the history
+    # holds all five publications.
+    _assert_presence_and_history(out["atEnd"], out["clientIds"][1], out["received"], epoch)
     assert srv.proc.poll() is None
 
 
-def test_api_disconnect_3011_makes_client_reconnect_and_recover(srv: ServerProcess) -> None:
-    out = _run_scenario(srv, "force-reconnect")
+def test_api_disconnect_3011_makes_client_reconnect_and_recover(
+    srv: ServerProcess, transport: str
+) -> None:
+    # The server drops the connection: on a WebSocket with a close frame 3011, on http_stream/SSE
+    # with the disconnect push as the last message of the stream, then the end of the response.
+    out = _run_scenario(srv, "force-reconnect", transport)
     _assert_first_subscribe(out)
     epoch = out["subscribed"][0]["epoch"]
 
     assert out["forceDisconnectReply"] == {}
     force = out["forceReconnect"]
-    # The close frame carried code 3011 and the plain reason; the client reconnected by itself.
+    # The close frame (or the disconnect push) carried code 3011 and the plain reason; the client
+    # reconnected by itself.
     assert force["code"] == 3011
     assert force["reason"] == "force reconnect"
     resub = force["subscribed"]
@@ -177,4 +232,5 @@ def test_api_disconnect_3011_makes_client_reconnect_and_recover(srv: ServerProce
     assert len(out["clientIds"]) == 2 and len(set(out["clientIds"])) == 2
     # The client never went to the disconnected state: it went straight to connecting.
     assert out["disconnected"] == []
+    _assert_presence_and_history(out["atEnd"], out["clientIds"][1], out["received"], epoch)
     assert srv.proc.poll() is None

@@ -3,10 +3,21 @@
 // Usage:
 //   node scenario.mjs --ws-url ws://127.0.0.1:PORT/connection/websocket \
 //     --api-url http://127.0.0.1:PORT/api --api-key KEY --token JWT \
-//     [--user 42] [--channel e2e-xyz] [--scenario recover|force-reconnect|all] [--timeout-ms 15000]
+//     [--transport websocket|http_stream|sse] [--http-stream-url URL] [--sse-url URL] \
+//     [--emulation-url URL] [--user 42] [--channel e2e-xyz] \
+//     [--scenario recover|force-reconnect|all] [--timeout-ms 15000] [--trace]
 // Every option can also come from the environment: TIDINGS_E2E_WS_URL, TIDINGS_E2E_API_URL,
-// TIDINGS_E2E_API_KEY, TIDINGS_E2E_TOKEN, TIDINGS_E2E_USER, TIDINGS_E2E_CHANNEL,
-// TIDINGS_E2E_SCENARIO, TIDINGS_E2E_TIMEOUT_MS.
+// TIDINGS_E2E_API_KEY, TIDINGS_E2E_TOKEN, TIDINGS_E2E_TRANSPORT, TIDINGS_E2E_HTTP_STREAM_URL,
+// TIDINGS_E2E_SSE_URL, TIDINGS_E2E_EMULATION_URL, TIDINGS_E2E_USER, TIDINGS_E2E_CHANNEL,
+// TIDINGS_E2E_SCENARIO, TIDINGS_E2E_TIMEOUT_MS, TIDINGS_E2E_TRACE=1.
+//
+// Transports: `websocket` (default; `ws` as the WebSocket implementation) or one of the
+// bidirectional emulation transports, `http_stream` (fetch + ReadableStream) and `sse`
+// (EventSource from the npm `eventsource` package: Node has no global one); both send their
+// commands with POST to the emulation endpoint. The http_stream, SSE and emulation URLs default
+// to /connection/http_stream, /connection/sse and /emulation on the origin of --api-url.
+// With --trace, the client's debug log and every HTTP request of the emulation transports (method,
+// URL, body, status; and each line of the streamed responses) go to stderr.
 //
 // Prints exactly one JSON line to stdout ({"ok":true,...} or {"ok":false,"error":...}) and exits
 // 0 on success, 1 on any failure, including the global timeout.
@@ -15,11 +26,16 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 import { Centrifuge } from 'centrifuge';
+import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
 
 const { values: argv } = parseArgs({
   options: {
+    transport: { type: 'string' },
     'ws-url': { type: 'string' },
+    'http-stream-url': { type: 'string' },
+    'sse-url': { type: 'string' },
+    'emulation-url': { type: 'string' },
     'api-url': { type: 'string' },
     'api-key': { type: 'string' },
     token: { type: 'string' },
@@ -27,14 +43,19 @@ const { values: argv } = parseArgs({
     channel: { type: 'string' },
     scenario: { type: 'string' },
     'timeout-ms': { type: 'string' },
+    trace: { type: 'boolean' },
   },
   strict: true,
 });
 
 const env = process.env;
+const TRANSPORTS = ['websocket', 'http_stream', 'sse'];
+const transport = argv.transport ?? env.TIDINGS_E2E_TRANSPORT ?? 'websocket';
+const apiUrl = (argv['api-url'] ?? env.TIDINGS_E2E_API_URL ?? '').replace(/\/+$/, '');
+const origin = URL.canParse(apiUrl) ? new URL(apiUrl).origin : '';
 const opts = {
-  wsUrl: argv['ws-url'] ?? env.TIDINGS_E2E_WS_URL,
-  apiUrl: (argv['api-url'] ?? env.TIDINGS_E2E_API_URL ?? '').replace(/\/+$/, ''),
+  transport,
+  apiUrl,
   apiKey: argv['api-key'] ?? env.TIDINGS_E2E_API_KEY,
   token: argv.token ?? env.TIDINGS_E2E_TOKEN,
   user: argv.user ?? env.TIDINGS_E2E_USER ?? '42',
@@ -42,15 +63,28 @@ const opts = {
   scenario: argv.scenario ?? env.TIDINGS_E2E_SCENARIO ?? 'all',
   timeoutMs: Number(argv['timeout-ms'] ?? env.TIDINGS_E2E_TIMEOUT_MS ?? 15000),
 };
+// Only the URLs of the chosen transport are required.
+if (transport === 'websocket') {
+  opts.wsUrl = argv['ws-url'] ?? env.TIDINGS_E2E_WS_URL;
+} else {
+  opts.endpointUrl =
+    transport === 'sse'
+      ? (argv['sse-url'] ?? env.TIDINGS_E2E_SSE_URL ?? `${origin}/connection/sse`)
+      : (argv['http-stream-url'] ?? env.TIDINGS_E2E_HTTP_STREAM_URL ?? `${origin}/connection/http_stream`);
+  opts.emulationUrl = argv['emulation-url'] ?? env.TIDINGS_E2E_EMULATION_URL ?? `${origin}/emulation`;
+}
+const trace = argv.trace === true || env.TIDINGS_E2E_TRACE === '1';
 const STEP_TIMEOUT_MS = Math.min(8000, opts.timeoutMs);
 
 // Everything observed goes into `result`; it is printed on success and on failure alike.
 const result = {
   ok: false,
   scenario: opts.scenario,
+  transport: opts.transport,
   channel: opts.channel,
   phase: 'init',
   clientIds: [],
+  connectedTransports: [],
   connecting: [],
   disconnected: [],
   subscribed: [],
@@ -120,6 +154,79 @@ function waitFor(label, predicate, count = 1) {
 const isType = (type) => (ev) => ev.type === type;
 const isPubSeq = (seq) => (ev) => ev.type === 'publication' && ev.ctx.data && ev.ctx.data.seq === seq;
 
+// --- tracing (stderr) -------------------------------------------------------------------------
+
+function traceLog(...args) {
+  if (trace) console.error('[trace]', ...args);
+}
+
+// A fetch that logs what the client sends and what the server answers; a streamed response body
+// is teed so that each received line is logged too.
+async function tracedFetch(input, init = {}) {
+  const url = String(input instanceof Request ? input.url : input);
+  const method = init.method ?? 'GET';
+  traceLog('->', method, url, typeof init.body === 'string' ? init.body : '');
+  let resp;
+  try {
+    resp = await fetch(input, init);
+  } catch (e) {
+    traceLog('x ', method, url, String(e));
+    throw e;
+  }
+  traceLog('<-', resp.status, method, url, resp.headers.get('content-type') ?? '');
+  if (!resp.body || resp.status === 204) return resp;
+  const [mine, theirs] = resp.body.tee();
+  (async () => {
+    const decoder = new TextDecoder();
+    let buf = '';
+    try {
+      for await (const part of mine) {
+        buf += decoder.decode(part, { stream: true });
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line.trim()) traceLog('<<', url, line);
+        }
+      }
+      traceLog('<< end of body', url, buf);
+    } catch (e) {
+      traceLog('<< body error', url, String(e));
+    }
+  })();
+  return new Response(theirs, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+}
+
+class TracedEventSource extends EventSource {
+  constructor(url, init = {}) {
+    super(url, { ...init, fetch: tracedFetch });
+  }
+}
+
+// The Centrifuge constructor arguments for the chosen transport.
+function clientArgs() {
+  const common = {
+    token: opts.token,
+    minReconnectDelay: 50,
+    maxReconnectDelay: 500,
+    timeout: 5000,
+    debug: trace,
+  };
+  if (opts.transport === 'websocket') {
+    return [opts.wsUrl, { ...common, websocket: WebSocket }];
+  }
+  return [
+    [{ transport: opts.transport, endpoint: opts.endpointUrl }],
+    {
+      ...common,
+      emulationEndpoint: opts.emulationUrl,
+      fetch: trace ? tracedFetch : fetch,
+      readableStream: ReadableStream,
+      eventsource: trace ? TracedEventSource : EventSource,
+    },
+  ];
+}
+
 // --- HTTP API ---------------------------------------------------------------------------------
 
 async function api(method, body) {
@@ -168,23 +275,44 @@ function summarizeSubscribed(ctx) {
   };
 }
 
+function summarizePresence(res) {
+  return Object.entries(res.clients)
+    .map(([key, info]) => ({ key, client: info.client, user: info.user }))
+    .sort((a, b) => (a.client < b.client ? -1 : a.client > b.client ? 1 : 0));
+}
+
+// Presence, presence stats and history through the client (the transport under test), while
+// subscribed: `presence` must hold this connection, history every publication so far.
+async function checkPresenceAndHistory(sub, key) {
+  result.phase = `presence and history (${key})`;
+  const presence = summarizePresence(await sub.presence());
+  const stats = await sub.presenceStats();
+  const history = await sub.history({ limit: -1 });
+  result[key] = {
+    presence,
+    presenceStats: { numClients: stats.numClients, numUsers: stats.numUsers },
+    history: {
+      publications: history.publications.map((p) => ({ data: p.data, offset: p.offset ?? null })),
+      offset: history.offset,
+      epoch: history.epoch,
+    },
+  };
+}
+
 async function setup() {
+  if (!TRANSPORTS.includes(opts.transport)) throw new Error(`unknown transport ${opts.transport}`);
   for (const [name, value] of Object.entries(opts)) {
     if (value === undefined || value === '') throw new Error(`missing option ${name}`);
   }
-  centrifuge = new Centrifuge(opts.wsUrl, {
-    websocket: WebSocket,
-    token: opts.token,
-    minReconnectDelay: 50,
-    maxReconnectDelay: 500,
-    timeout: 5000,
-  });
+  if (trace) console.debug = (...args) => console.error('[debug]', ...args);
+  centrifuge = new Centrifuge(...clientArgs());
   centrifuge.on('connecting', (ctx) => {
     result.connecting.push({ code: ctx.code, reason: ctx.reason });
     record('connecting', ctx);
   });
   centrifuge.on('connected', (ctx) => {
     result.clientIds.push(ctx.client);
+    result.connectedTransports.push(ctx.transport);
     record('connected', ctx);
   });
   centrifuge.on('disconnected', (ctx) => {
@@ -220,12 +348,17 @@ async function setup() {
 
   await publish(0, 'live');
   await waitFor('live publication seq=0', isPubSeq(0));
+  await checkPresenceAndHistory(sub, 'afterFirstPublication');
   return sub;
 }
 
 async function scenarioForceReconnect() {
   // The server closes the transport with 3011 (a reconnect code): the client must reconnect by
   // itself and resubscribe with recovery (nothing was missed, so recovered=true, no pubs).
+  // The same for every transport: on a WebSocket the server sends the disconnect push and a
+  // close frame with 3011; on http_stream/SSE, which have no close code, the disconnect push
+  // ({"push":{"disconnect":{"code":3011,...}}}) is the last message of the stream, then the
+  // response ends. Either way the client must see code 3011 and reconnect on its own.
   const nConnected = events.filter(isType('connected')).length;
   const nSubscribed = events.filter(isType('subscribed')).length;
   result.forceDisconnectReply = await api('disconnect', {
@@ -247,6 +380,9 @@ async function scenarioForceReconnect() {
 async function scenarioRecover() {
   // The client goes away (no reconnect), 3 publications happen, the client comes back: the
   // subscription must recover exactly those 3, in order, then live delivery continues.
+  // The drop is the client's own disconnect() for every transport: it closes the WebSocket, aborts
+  // the http_stream fetch (the server sees the TCP connection end) or closes the EventSource;
+  // a server-initiated drop is what the force-reconnect scenario covers.
   const nConnected = events.filter(isType('connected')).length;
   const nSubscribed = events.filter(isType('subscribed')).length;
   const nDisconnected = events.filter(isType('disconnected')).length;
@@ -271,14 +407,33 @@ async function scenarioRecover() {
   await waitFor('live publication seq=4 after recovery', isPubSeq(4));
 }
 
+// After a reconnect the presence must end up holding only the current connection: the previous
+// one is removed when the server sees it go, which may happen a moment after the new one joined
+// (e.g. the end of an aborted HTTP request), so poll for a bounded time.
+async function waitForPresence(sub) {
+  result.phase = 'presence holds only the current connection';
+  const current = result.clientIds[result.clientIds.length - 1];
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  for (;;) {
+    const presence = summarizePresence(await sub.presence());
+    if (presence.length === 1 && presence[0].client === current) return;
+    if (Date.now() > deadline) {
+      throw new Error(`presence never held only ${current}: ${JSON.stringify(presence)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 async function main() {
-  await setup();
+  const sub = await setup();
   if (opts.scenario === 'force-reconnect' || opts.scenario === 'all') {
     await scenarioForceReconnect();
   }
   if (opts.scenario === 'recover' || opts.scenario === 'all') {
     await scenarioRecover();
   }
+  await waitForPresence(sub);
+  await checkPresenceAndHistory(sub, 'atEnd');
   if (!['force-reconnect', 'recover', 'all'].includes(opts.scenario)) {
     throw new Error(`unknown scenario ${opts.scenario}`);
   }
