@@ -240,6 +240,7 @@ class Config(_Base):
     uni_http_stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
     uni_sse: StreamConfig = msgspec.field(default_factory=StreamConfig)
     uni_websocket: UniWebSocketConfig = msgspec.field(default_factory=UniWebSocketConfig)
+    sockjs: StreamConfig = msgspec.field(default_factory=StreamConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     presence_manager: PresenceManagerConfig = msgspec.field(
         default_factory=PresenceManagerConfig

@@ -35,6 +35,7 @@ STREAMS = {
     "uni_sse": {"enabled": True},
     "uni_http_stream": {"enabled": True},
     "uni_websocket": {"enabled": True},
+    "sockjs": {"enabled": True},
     "client": {"allowed_origins": [ORIGIN]},
 }
 
@@ -324,6 +325,93 @@ async def test_disabled_transports_are_404(
                  "/connection/uni_sse", "/connection/uni_http_stream"):
         async with http.post(f"{plain.http_url}{path}", data=b"{}") as resp:
             assert resp.status == 404, path
+
+
+# ------------------------------------------------------------------ SockJS
+
+
+async def test_sockjs_xhr_streaming_and_send(
+    srv: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    base = f"{srv.http_url}/connection/sockjs"
+    async with http.get(f"{base}/info") as resp:
+        info = await resp.json()
+        assert info["websocket"] is False and info["cookie_needed"] is False
+    session = f"{base}/123/{uuid.uuid4().hex}"
+    async with http.post(f"{session}/xhr_streaming") as stream:
+        assert stream.status == 200
+        assert await stream.content.readline() == b"h" * 2048 + b"\n"  # the prelude
+        assert await stream.content.readline() == b"o\n"
+
+        async def frame() -> bytes:
+            async with asyncio.timeout(T):
+                return (await stream.content.readline()).strip()
+
+        connect = json.dumps({"id": 1, "connect": {"token": make_token("sj")}})
+        subscribe = json.dumps({"id": 2, "subscribe": {"channel": "sj"}})
+        async with http.post(f"{session}/xhr_send", data=json.dumps([connect, subscribe])) as r:
+            assert r.status == 204
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 2:
+            got = await frame()
+            assert got.startswith(b"a["), got
+            for message in json.loads(got[1:]):
+                replies += [json.loads(line) for line in message.split("\n")]
+        assert [r.get("id") for r in replies[:2]] == [1, 2]
+        # A second receiving request while one is open is refused, SockJS style.
+        async with http.post(f"{session}/xhr") as other:
+            assert await other.read() == b'c[2010,"Another connection still open"]\n'
+        await publish(http, srv, "sj", {"n": 1})
+
+        async def next_pushes() -> list[dict[str, Any]]:
+            got = await frame()
+            assert got.startswith(b"a["), got
+            return [json.loads(line)["push"] for m in json.loads(got[1:])
+                    for line in m.split("\n")]
+
+        pushes = await next_pushes()
+        while not any("pub" in push for push in pushes):
+            pushes = await next_pushes()
+        assert [p["pub"]["data"] for p in pushes if "pub" in p] == [{"n": 1}]
+        assert "result" in await api(http, srv, "disconnect", {"user": "sj"})
+        while not (got := await frame()).startswith(b"c["):
+            pass
+        assert json.loads(got[1:]) == [3503, "force disconnect"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "text"),
+    [
+        ("/123/unknown/xhr_send", b'["x"]', 404, "unknown session"),
+        ("/123/s.1/xhr", b"", 404, "Not Found"),
+        ("/123/s1/jsonp", b"", 404, "Not Found"),
+        ("/info/extra", b"", 404, "Not Found"),
+    ],
+)
+async def test_sockjs_bad_requests(
+    srv: ServerProcess, http: aiohttp.ClientSession, path: str, body: bytes, status: int,
+    text: str,
+) -> None:
+    async with http.post(f"{srv.http_url}/connection/sockjs{path}", data=body) as resp:
+        assert resp.status == status
+        assert text in await resp.text()
+
+
+async def test_sockjs_send_needs_json_strings(
+    srv: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    session = f"{srv.http_url}/connection/sockjs/1/{uuid.uuid4().hex}"
+    async with http.post(f"{session}/xhr") as resp:
+        assert await resp.read() == b"o\n"
+    for body, text in ((b"", "Payload expected."), (b"[1", "Broken JSON encoding."),
+                       (b"[1]", "Broken JSON encoding.")):
+        async with http.post(f"{session}/xhr_send", data=body) as resp:
+            assert (resp.status, await resp.text()) == (500, text)
+    # A malformed command inside a well-formed SockJS message is the protocol's 3501.
+    async with http.post(f"{session}/xhr_send", data=b'["{nope"]') as resp:
+        assert resp.status == 204
+    async with http.post(f"{session}/xhr") as resp:
+        assert await resp.read() == b'c[3501,"bad request"]\n'
 
 
 # ------------------------------------------------------------------ across nodes

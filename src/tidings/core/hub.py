@@ -35,7 +35,7 @@ class Shared:
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self.frames: list[bytes | None] = [None, None, None, None, None, None]  # per kind
+        self.frames: list[bytes | None] = [None] * 7  # one per transport kind
 
     def framed(self, kind: int, frame: Callable[[bytes], bytes]) -> bytes:
         data = self.frames[kind]

@@ -19,6 +19,7 @@ import msgspec
 
 from tidings.engine.base import EngineError
 from tidings.protocol import wsframe
+from tidings.transports import sockjs
 from tidings.transports.stream import StreamTransport, chunk
 from tidings.transports.websocket import UniWebSocketTransport, WebSocketTransport
 
@@ -68,6 +69,7 @@ class ServerState:
         self.api = api
         self.connections: set[HttpProtocol] = set()
         self.accepting = True
+        self.sockjs = sockjs.SockJSSessions(node)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -78,6 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.ws: WebSocketTransport | None = None
         self.stream: StreamTransport | None = None
+        self.sockjs_stream: sockjs.SockJSSession | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -98,6 +101,8 @@ class HttpProtocol(asyncio.Protocol):
             self.ws.connection_lost()
         if self.stream is not None:
             self.stream.connection_lost()
+        if self.sockjs_stream is not None and self.transport is not None:
+            self.sockjs_stream.detach_stream(self.transport)
         if self._task is not None:
             self._task.cancel()
 
@@ -105,7 +110,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.ws is not None:
             self.ws.data_received(data)
             return
-        if self.stream is not None or self.parser is None:
+        if self.parser is None:
             return  # a streaming response owns the connection: the client has nothing to say
         assert self.parser is not None
         try:
@@ -180,6 +185,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._stream(method, _STREAMS[path], keep_alive)
             elif path == "/emulation":
                 await self._emulation(method, keep_alive)
+            elif path.startswith("/connection/sockjs/"):
+                await self._sockjs(method, path, keep_alive)
             elif path in ("/connection/websocket", "/connection/uni_websocket"):
                 self._respond(426, b"WebSocket upgrade expected\n", keep_alive=keep_alive,
                               extra=[("Upgrade", "websocket")])
@@ -344,6 +351,77 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._respond(204, b"", keep_alive=keep_alive, extra=cors)
 
+    # ---------------------------------------------------------------- SockJS
+
+    async def _sockjs(self, method: str, path: str, keep_alive: bool) -> None:
+        """``/connection/sockjs/info`` and ``/connection/sockjs/<server>/<session>/<kind>``."""
+        cfg = self.node.config.sockjs
+        parts = path[len("/connection/sockjs/"):].split("/")
+        if not cfg.enabled:
+            self._respond(404, b"Not Found\n", keep_alive=keep_alive)
+            return
+        if parts == ["info"]:
+            cors = self._preflight_or_refuse(method, ("GET",), keep_alive)
+            if cors is not None:
+                self._respond(200, sockjs.info_body(), content_type="application/json",
+                              keep_alive=keep_alive, extra=[*_NO_CACHE, *cors])
+            return
+        if (len(parts) != 3 or not all(parts[:2]) or "." in parts[0] or "." in parts[1]
+                or parts[2] not in ("xhr", "xhr_send", "xhr_streaming")):
+            self._respond(404, b"Not Found\n", keep_alive=keep_alive)
+            return
+        _, sid, kind = parts
+        cors = self._preflight_or_refuse(method, ("POST",), keep_alive)
+        if cors is None:
+            return
+        sessions = self.state.sockjs
+        js = "application/javascript; charset=UTF-8"
+        if kind == "xhr_send":
+            session = sessions.by_id.get(sid)
+            if session is None:
+                self._respond(404, b"unknown session\n", keep_alive=keep_alive, extra=cors)
+                return
+            body = b"".join(self._body)
+            if len(body) > cfg.max_request_body_size:
+                self._respond(413, b"Payload Too Large\n", keep_alive=False, extra=cors)
+                return
+            try:
+                messages = sockjs.decode_send(body)
+            except ValueError as exc:
+                self._respond(500, str(exc).encode(), keep_alive=keep_alive, extra=cors)
+                return
+            for message in messages:
+                session.client.feed(message.encode())
+            self._respond(204, b"", keep_alive=keep_alive, extra=cors)
+            return
+        if not self.state.accepting:
+            self._respond(503, b"Shutting down\n", keep_alive=False)
+            return
+        session, opened = sessions.get_or_open(sid)
+        if kind == "xhr":
+            if opened:
+                session.schedule_expiry()
+                data = sockjs.OPEN
+            else:
+                data = await session.poll()
+            self._respond(200, data, content_type=js, keep_alive=keep_alive,
+                          extra=[*_NO_CACHE, *cors])
+            return
+        if session.busy():
+            self._respond(200, sockjs.ANOTHER_CONNECTION, content_type=js,
+                          keep_alive=keep_alive, extra=[*_NO_CACHE, *cors])
+            return
+        transport = self.transport
+        assert transport is not None
+        lines = ["HTTP/1.1 200 OK", f"Content-Type: {js}", "Transfer-Encoding: chunked",
+                 "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in (*_NO_CACHE, *cors)]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        transport.write(head + chunk(sockjs.PRELUDE))
+        self.sockjs_stream = session
+        self.parser = None
+        session.attach_stream(transport, opened)
+
     def _query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self._url.decode("latin-1")).query)
 
@@ -445,6 +523,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Close an idle HTTP connection; WebSocket and stream clients are closed by the node."""
-        if (self.ws is None and self.stream is None and self._task is None
-                and self.transport is not None):
+        if (self.ws is None and self.stream is None and self.sockjs_stream is None
+                and self._task is None and self.transport is not None):
             self.transport.close()

@@ -3,7 +3,7 @@
 // Usage:
 //   node scenario.mjs --ws-url ws://127.0.0.1:PORT/connection/websocket \
 //     --api-url http://127.0.0.1:PORT/api --api-key KEY --token JWT \
-//     [--transport websocket|http_stream|sse] [--http-stream-url URL] [--sse-url URL] \
+//     [--transport websocket|http_stream|sse|sockjs] [--http-stream-url URL] [--sse-url URL] \
 //     [--emulation-url URL] [--user 42] [--channel e2e-xyz] \
 //     [--scenario recover|force-reconnect|all] [--timeout-ms 15000] [--trace]
 // Every option can also come from the environment: TIDINGS_E2E_WS_URL, TIDINGS_E2E_API_URL,
@@ -27,6 +27,7 @@ import { parseArgs } from 'node:util';
 
 import { Centrifuge } from 'centrifuge';
 import { EventSource } from 'eventsource';
+import SockJS from 'sockjs-client';
 import WebSocket from 'ws';
 
 const { values: argv } = parseArgs({
@@ -49,7 +50,7 @@ const { values: argv } = parseArgs({
 });
 
 const env = process.env;
-const TRANSPORTS = ['websocket', 'http_stream', 'sse'];
+const TRANSPORTS = ['websocket', 'http_stream', 'sse', 'sockjs'];
 const transport = argv.transport ?? env.TIDINGS_E2E_TRANSPORT ?? 'websocket';
 const apiUrl = (argv['api-url'] ?? env.TIDINGS_E2E_API_URL ?? '').replace(/\/+$/, '');
 const origin = URL.canParse(apiUrl) ? new URL(apiUrl).origin : '';
@@ -66,6 +67,9 @@ const opts = {
 // Only the URLs of the chosen transport are required.
 if (transport === 'websocket') {
   opts.wsUrl = argv['ws-url'] ?? env.TIDINGS_E2E_WS_URL;
+} else if (transport === 'sockjs') {
+  // SockJS forced to long polling (xhr-polling): the fallback when nothing streams.
+  opts.endpointUrl = `${origin}/connection/sockjs`;
 } else {
   opts.endpointUrl =
     transport === 'sse'
@@ -214,6 +218,12 @@ function clientArgs() {
   };
   if (opts.transport === 'websocket') {
     return [opts.wsUrl, { ...common, websocket: WebSocket }];
+  }
+  if (opts.transport === 'sockjs') {
+    return [
+      [{ transport: 'sockjs', endpoint: opts.endpointUrl }],
+      { ...common, sockjs: SockJS, sockjsOptions: { transports: ['xhr-polling'] } },
+    ];
   }
   return [
     [{ transport: opts.transport, endpoint: opts.endpointUrl }],
