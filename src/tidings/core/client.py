@@ -383,10 +383,17 @@ class Client:
             result.node = node.id
         subs: dict[str, SubscribeResult] = {}
         finish: list[tuple[SubscribeDecision, StreamPosition | None]] = []
-        for sub_decision in decision.subs:
-            sub_result, top = await self._prepare_subscription(sub_decision, now)
-            subs[sub_decision.sub.channel] = sub_result
-            finish.append((sub_decision, top))
+        try:
+            for sub_decision in decision.subs:
+                sub_result, top = await self._prepare_subscription(sub_decision, now)
+                subs[sub_decision.sub.channel] = sub_result
+                finish.append((sub_decision, top))
+        except BaseException:
+            # The connect fails: presence already added for the prepared channels goes too.
+            for prepared, _ in finish:
+                if prepared.sub.presence:
+                    node.spawn(node.leave_channel(self, prepared.sub, announce=False))
+            raise
         if subs:
             result.subs = subs
         return result, finish

@@ -127,6 +127,11 @@ class Cluster:
         result[self.node.id] = self.node.info()
         return result
 
+    def is_live(self, node_id: str) -> bool:
+        """Another node heard from within NODE_INFO_TTL (cheap: no info is built)."""
+        entry = self.nodes.get(node_id)
+        return entry is not None and entry[0] >= time.monotonic()
+
     async def survey(self, kind: str, params: dict[str, Any]) -> list[Any]:
         """Ask every node (this one included) and collect the answers; nodes that do not
         answer within ``SURVEY_TIMEOUT`` are left out (logged)."""

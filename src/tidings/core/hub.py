@@ -17,6 +17,7 @@ Rules that keep fan-out cheap (see docs/design.md):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,7 @@ class Shared:
 
 
 class ChannelSubscribers:
-    __slots__ = ("clients", "delivered", "epoch", "join_leave", "syncing", "waiting")
+    __slots__ = ("clients", "delivered", "epoch", "join_leave", "ready", "syncing", "waiting")
 
     def __init__(self) -> None:
         # dicts, not sets: deterministic delivery order and O(1) removal
@@ -54,9 +55,11 @@ class ChannelSubscribers:
         self.syncing: dict[Client, list[tuple[int, Shared]]] = {}
         self.waiting: dict[Client, int] = {}
         # The channel's stream as this node has seen it: the epoch, and the offset of the last
-        # publication the engine delivered (0: none yet). Used to detect gaps.
+        # publication the engine delivered (-1: none yet, so no baseline). Used to detect gaps.
         self.epoch = ""
-        self.delivered = 0
+        self.delivered = -1
+        # Set while the engine subscription of the channel is being made (Node.add_subscriber).
+        self.ready: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self.clients) + len(self.syncing) + len(self.waiting)

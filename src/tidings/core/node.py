@@ -238,12 +238,36 @@ class Node:
     # ---------------------------------------------------------------- subscriptions
 
     async def add_subscriber(self, channel: str, client: Client) -> None:
-        if self.hub.start_sync(channel, client):
+        """Register the client (syncing) and make sure the engine delivers the channel here
+        before the caller reads its stream: the first subscriber subscribes the engine, later
+        ones wait for that subscription to be in effect."""
+        first = self.hub.start_sync(channel, client)
+        subs = self.hub.channels[channel]
+        if not first:
+            if subs.ready is not None:
+                await asyncio.shield(subs.ready)
+            return
+        ready = subs.ready = self.loop.create_future()
+        try:
             await self.engine.subscribe(channel)
+        except BaseException as exc:
+            ready.set_exception(EngineError(f"subscribe to {channel} failed: {exc!r}"))
+            ready.exception()  # retrieved: waiters (if any) get it; none is fine too
+            raise
+        else:
+            ready.set_result(None)
+        finally:
+            if subs.ready is ready:
+                subs.ready = None
 
     def hub_remove(self, channel: str, client: Client) -> None:
         if self.hub.remove(channel, client):
-            self.spawn(self.engine.unsubscribe(channel))
+            self.spawn(self._unsubscribe_if_empty(channel))
+
+    async def _unsubscribe_if_empty(self, channel: str) -> None:
+        # Runs later: a subscriber that came meanwhile keeps the engine subscription.
+        if channel not in self.hub.channels:
+            await self.engine.unsubscribe(channel)
 
     async def remove_subscriber(self, channel: str, client: Client) -> None:
         if self.hub.remove(channel, client):
@@ -322,10 +346,12 @@ class Node:
                     self._insufficient_state(channel, subs)
                 subs.epoch = position.epoch
                 subs.delivered = offset
-            elif offset > subs.delivered + 1 and subs.delivered:
+            elif offset > subs.delivered + 1 and subs.delivered >= 0:
+                # Live positioned subscribers are at `delivered`; waiting ones check their own
+                # position in broadcast().
                 log.warning("channel %s: publications %d..%d never arrived", channel,
                             subs.delivered + 1, offset - 1)
-                self._insufficient_state(channel, subs)
+                self._insufficient_state(channel, subs, waiting_before=0)
                 subs.delivered = offset
             elif offset > subs.delivered:
                 subs.delivered = offset
@@ -395,12 +421,12 @@ class Node:
             if subs.epoch and top.epoch != subs.epoch:
                 log.warning("channel %s: stream epoch changed while disconnected", channel)
                 self._insufficient_state(channel, subs)
-            elif top.offset > subs.delivered or any(
+            elif (0 <= subs.delivered < top.offset) or any(
                 top.offset > live_from for live_from in subs.waiting.values()
             ):
                 log.warning("channel %s: publications up to offset %d may have been missed",
                             channel, top.offset)
-                self._insufficient_state(channel, subs, live=top.offset > subs.delivered,
+                self._insufficient_state(channel, subs, live=0 <= subs.delivered < top.offset,
                                          waiting_before=top.offset)
             else:
                 continue

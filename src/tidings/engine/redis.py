@@ -75,6 +75,7 @@ class RedisEngine:
         self._presence_shards = (
             self._make_shards(presence, "presence ") if presence is not None else self._shards
         )
+        self._shards[0].control = True  # one subscription to the control channels per node
 
     def _make_shards(self, cfg: RedisConfig, label: str) -> list[Shard]:
         if cfg.cluster_address:
@@ -207,6 +208,9 @@ class RedisEngine:
                 handler.handle_control(data)
         except (ValueError, msgspec.DecodeError) as exc:
             log.error("redis: dropped a malformed message on %r: %s", pubsub_channel, exc)
+        except Exception:
+            # A handler bug must not take the pub/sub connection (and every channel) down.
+            log.exception("redis: handling a message on %r failed", pubsub_channel)
 
     def reconnected(self, shard: Shard) -> None:
         if self._handler is None:

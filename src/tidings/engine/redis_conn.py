@@ -315,6 +315,7 @@ class Shard:
         self._ever_connected = False
         self._scripts: dict[str, str] = {}
         self.also_close: list[aioredis.Redis] = []  # e.g. the Sentinel connections
+        self.control = False  # this shard carries the control channels (the first one does)
 
     # ---------------------------------------------------------------- commands
 
@@ -419,7 +420,7 @@ class Shard:
 
     def unsubscribe(self, channel: bytes) -> None:
         self.channels.discard(channel)
-        if self.connected:
+        if self._proto is not None:
             self._queue(b"UNSUBSCRIBE", channel)
 
     def _queue(self, command: bytes, channel: bytes) -> None:
@@ -462,7 +463,8 @@ class Shard:
                 return
             if kind == b"unsubscribe":
                 return
-        if isinstance(reply, list) and reply and reply[0] == b"pong":
+        # PONG: ["pong", ""] while subscribed to something, a plain PONG while not.
+        if reply == b"PONG" or (isinstance(reply, list) and reply and reply[0] == b"pong"):
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
             return
@@ -505,7 +507,8 @@ class Shard:
                 continue
             delay = 0.05
             self._proto = proto
-            channels = [self.owner.control_channel, self.owner.node_channel, *self.channels]
+            control = [self.owner.control_channel, self.owner.node_channel] if self.control else []
+            channels = [*control, *self.channels]
             for i in range(0, len(channels), 256):
                 proto.send(b"SUBSCRIBE", *channels[i : i + 256])
             # PONG comes after every subscribe confirmation: the subscriptions are in effect.

@@ -92,10 +92,10 @@ PRESENCE_GET = """
 local t = redis.call('time')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local expired = redis.call('zrangebyscore', KEYS[1], '-inf', now)
-if #expired > 0 then
-  redis.call('hdel', KEYS[2], unpack(expired))
-  redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+for i = 1, #expired, 1000 do
+  redis.call('hdel', KEYS[2], unpack(expired, i, math.min(i + 999, #expired)))
 end
+if #expired > 0 then redis.call('zremrangebyscore', KEYS[1], '-inf', now) end
 return redis.call('hgetall', KEYS[2])
 """
 

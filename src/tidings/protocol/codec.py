@@ -59,9 +59,14 @@ def encode_push(push: Push) -> bytes:
 
 
 def strip_newlines(data: bytes) -> bytes:
-    """Embedded raw JSON must not carry ``\\n`` (the frame delimiter); in valid JSON a raw
-    newline can only be whitespace, so removing it keeps the value intact."""
-    return data.replace(b"\n", b"") if b"\n" in data else data
+    """Embedded raw JSON must not carry ``\\n`` (the frame delimiter) or ``\\r`` (a line end
+    for SSE); in valid JSON a raw CR or LF can only be whitespace, so removing it keeps the value
+    intact."""
+    if b"\n" in data:
+        data = data.replace(b"\n", b"")
+    if b"\r" in data:
+        data = data.replace(b"\r", b"")
+    return data
 
 
 def is_json(data: bytes) -> bool:

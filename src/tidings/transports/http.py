@@ -9,6 +9,7 @@ Requests on one connection are handled one at a time (reading pauses while one i
 from __future__ import annotations
 
 import asyncio
+import collections
 import fnmatch
 import logging
 from typing import TYPE_CHECKING, cast
@@ -87,6 +88,9 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._too_big = False
         self._task: asyncio.Task[None] | None = None
+        self._queue: collections.deque[
+            tuple[str, bytes, dict[str, str], list[bytes], bool, bool]
+        ] = collections.deque()
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -163,17 +167,38 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser.should_upgrade():
             return  # handled by the HttpParserUpgrade exception
         assert self.transport is not None
-        self.transport.pause_reading()
-        self._task = self.node.loop.create_task(self._handle_request())
+        # Pipelined requests: httptools may parse several from one read before any is served;
+        # each is queued with its own state and served in order.
+        self._queue.append((
+            self.parser.get_method().decode("ascii", "replace"), self._url, self._headers,
+            self._body, self._too_big, self.parser.should_keep_alive(),
+        ))
+        if self._task is None:
+            self.transport.pause_reading()
+            self._task = self.node.loop.create_task(self._serve())
 
     # ---------------------------------------------------------------- requests
 
-    async def _handle_request(self) -> None:
-        assert self.parser is not None
-        method = self.parser.get_method().decode("ascii", "replace")
-        keep_alive = self.parser.should_keep_alive()
-        path = urlsplit(self._url.decode("latin-1")).path
+    async def _serve(self) -> None:
         try:
+            while self._queue and self.parser is not None:
+                method, self._url, self._headers, self._body, self._too_big, keep_alive = (
+                    self._queue.popleft()
+                )
+                await self._handle_request(method, keep_alive)
+        finally:
+            self._task = None
+            self._queue.clear()
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                # Also for a stream that took the connection over: reading is how its end
+                # (the client going away) is noticed; its bytes are ignored.
+                transport.resume_reading()
+
+    async def _handle_request(self, method: str, keep_alive: bool) -> None:
+        path = ""
+        try:
+            path = urlsplit(self._url.decode("latin-1")).path
             if self._too_big:
                 self._respond(413, b"Payload Too Large\n", keep_alive=False)
                 return
@@ -194,13 +219,12 @@ class HttpProtocol(asyncio.Protocol):
                 self._respond(404, b"Not Found\n", keep_alive=keep_alive)
         except asyncio.CancelledError:
             raise
+        except ValueError as exc:  # e.g. a URL urlsplit refuses
+            log.info("bad request %s %r: %s", method, self._url[:200], exc)
+            self._respond(400, b"Bad Request\n", keep_alive=False)
         except Exception:
             log.exception("error while handling %s %s", method, path)
             self._respond(500, b"Internal Server Error\n", keep_alive=False)
-        finally:
-            self._task = None
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
 
     async def _api(self, method: str, path: str, keep_alive: bool) -> None:
         api = self.state.api
@@ -338,7 +362,7 @@ class HttpProtocol(asyncio.Protocol):
             if not node.emulation(req.session, req.data.encode()):
                 self._respond(404, b"unknown session\n", keep_alive=keep_alive, extra=cors)
                 return
-        elif req.node in node.cluster.live_nodes():
+        elif node.cluster.is_live(req.node):
             try:
                 await node.cluster.send(req.node, "emulation",
                                         {"session": req.session, "data": req.data})

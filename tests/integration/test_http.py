@@ -1,0 +1,42 @@
+"""The HTTP/1.1 layer itself: pipelined requests and unparseable URLs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import TIMEOUT_FACTOR, ServerProcess
+
+
+async def exchange(srv: ServerProcess, raw: bytes, responses: int) -> bytes:
+    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    try:
+        writer.write(raw)
+        data = b""
+        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
+            while data.count(b"HTTP/1.1 ") < responses:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_pipelined_requests_are_answered_in_order(server: ServerProcess) -> None:
+    raw = (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"POST /api/info HTTP/1.1\r\nHost: x\r\nX-API-Key: api_key\r\nContent-Length: 2\r\n"
+           b"\r\n{}")
+    data = await exchange(server, raw, 3)
+    statuses = [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert statuses == [b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+    assert b'"nodes"' in data
+
+
+async def test_unparseable_url_is_400_not_a_hang(server: ServerProcess) -> None:
+    data = await exchange(server, b"GET http://[x/health HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert (await exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 1)).startswith(
+        b"HTTP/1.1 200 OK")
