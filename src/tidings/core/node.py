@@ -478,6 +478,14 @@ class Node:
 
     def tick(self, tick: int, now: float) -> None:
         self._tick = tick
+        # Deadlines first: a pong deadline that falls on this tick judges the previous ping,
+        # before this tick's ping (if the client's bucket is due) expects a new pong.
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, client, channel = heapq.heappop(timers)
+            if client.closed:
+                continue
+            self._fire(kind, client, channel, now)
         bucket = self._ping_buckets[tick % len(self._ping_buckets)]
         pong_timeout = self.config.client.pong_timeout
         for client in list(bucket):
@@ -486,12 +494,6 @@ class Node:
             client.send_ping()
             if client.session.awaiting_pong:
                 self._add_timer(now + pong_timeout, _PONG, client)
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, kind, client, channel = heapq.heappop(timers)
-            if client.closed:
-                continue
-            self._fire(kind, client, channel, now)
 
     def _fire(self, kind: int, client: Client, channel: str, now: float) -> None:
         session = client.session
