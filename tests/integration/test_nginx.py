@@ -48,7 +48,13 @@ NUM_PUBLISHES = 4
 # A line of the "tidings" log_format in nginx.conf.
 _ACCESS_LINE = re.compile(r'"(\S+ \S+) HTTP/1\.1" (\d{3}) upstream=127\.0\.0\.1:(\d+) ')
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+
+
+def nginx_path() -> str:
+    """Debian's nginx (scripts/test installs nginx-light); /usr/sbin may be off a user's PATH."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    assert found, "nginx is not installed: run scripts/test (it installs Debian's nginx-light)"
+    return found
 
 
 def example_node_config(name: str) -> dict[str, Any]:
@@ -79,8 +85,7 @@ class Nginx:
         conf = prefix / "nginx.conf"
         conf.write_text(render_nginx_conf(listen_port, node_ports))
         globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-        nginx = shutil.which("nginx")
-        assert nginx is not None
+        nginx = nginx_path()
         self.output = prefix / "nginx.out"
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(
