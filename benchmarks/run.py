@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # fewer steps, shorter runs
     python benchmarks/run.py --targets tidings,raw --scenarios S1,S3
     python benchmarks/run.py --scenarios S7  # Redis engine, two nodes, vs memory (README: S7)
+    python benchmarks/run.py --scenarios S8  # SSE and HTTP-streaming vs WebSocket (README: S8)
 
 Each target runs pinned to core 0, the C load generator (benchmarks/loadgen) to core 1. Figures
 are measured in one run, and the table reports ratios against Tidings, because absolute numbers
@@ -65,6 +66,9 @@ class Target:
     cwd: Path = ROOT
     env: dict[str, str] = field(default_factory=dict)
     jwt: bool = False  # S5 connects with a JWT per connection
+    transport: str = "ws"  # loadgen --transport: ws, uni_http_stream, uni_sse (S8)
+    body: str = ""  # uni_http_stream request body ("{tok}" replaced)
+    token_channels: bool = False  # JWTs carry "channels": ["bench<i % channels>"] (uni streams)
 
 
 TIDINGS_CONFIG = {
@@ -206,6 +210,21 @@ def tokens_file(n: int) -> Path:
     return path
 
 
+def uni_tokens_file(n: int, channels: int) -> Path:
+    """JWTs for unidirectional streams: line i subscribes server-side to bench<i % channels>
+    (the generator gives connection i line i % n, and puts it on channel i % channels)."""
+    import jwt
+
+    secret = TIDINGS_CONFIG["client"]["token"]["hmac_secret_key"]  # type: ignore[index]
+    path = Path(tempfile.gettempdir()) / f"tidings-bench-uni-tokens-{n}-{channels}.txt"
+    if not path.exists():
+        now = int(time.time())
+        lines = [jwt.encode({"sub": str(i), "iat": now, "channels": [f"bench{i % channels}"]},
+                            secret, algorithm="HS256") for i in range(n)]
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def loadgen(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
             duration: float = 0, idle: float = 0, jwt: bool = False,
             max_seconds: float = 120, pub_conns: int = 1,
@@ -238,7 +257,13 @@ def loadgen_args(running: Running, *, conns: int, channels: int = 1, rate: float
         args.append("--init-after-first")
     for rule in t.pong_rules:
         args += ["--pong-rule", rule]
-    if t.name == "tidings":
+    if t.transport != "ws":
+        args += ["--transport", t.transport]
+    if t.body:
+        args += ["--body", t.body]
+    if t.token_channels:
+        args += ["--tokens", str(uni_tokens_file(max(conns, 1), channels))]
+    elif t.jwt:  # Tidings (any S8 row name included); peers have no tokens
         args += ["--tokens", str(tokens_file(max(conns, 1)))]
     if conns > 15000:  # past one source address's ephemeral port range
         args += ["--source-ips", ",".join(f"127.0.0.{i}" for i in range(1, 9))]
@@ -618,6 +643,67 @@ def s7_redis(t: Target, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
     return rows
 
 
+# ---------------------------------------------------------------------------- S8: transports
+#
+# S2's load (1,000 subscribers on one channel, 20 publishes/s through the HTTP API) delivered
+# over three transports of the same Tidings node config, one fresh node (memory engine, core 0)
+# per transport, one after another in one run: WebSocket (connect + subscribe commands), and
+# the unidirectional HTTP-streaming and SSE streams, which subscribe server-side from the JWT's
+# "channels" claim. Rows are named by transport; the ratio is against the WebSocket row.
+
+S8_CONFIG = {**TIDINGS_CONFIG, "uni_sse": {"enabled": True},
+             "uni_http_stream": {"enabled": True}}
+S8_BASE = "websocket"
+S8_CONNS, S8_RATE = 1000, 20
+
+
+def s8_targets(config_path: Path) -> list[Target]:
+    ws = tidings_target(config_path)
+    ws.name = S8_BASE
+    # for the uni streams: the connect reply lists the server-side subscriptions ("subs"), so
+    # it confirms the subscription; their pings ({}) need no answer
+    http_stream = Target(
+        name="uni_http_stream", cmd=ws.cmd, path="/connection/uni_http_stream", init=[],
+        ready='"subs"', pub_path=ws.pub_path, pub_body=ws.pub_body,
+        pub_headers=ws.pub_headers, transport="uni_http_stream", body='{"token":"{tok}"}',
+        token_channels=True)
+    sse = Target(
+        name="uni_sse", cmd=ws.cmd,
+        # cf_connect={"token":"<JWT>"} url-encoded (a JWT is URL-safe as it stands)
+        path="/connection/uni_sse?cf_connect=%7B%22token%22%3A%22{tok}%22%7D", init=[],
+        ready='"subs"', pub_path=ws.pub_path, pub_body=ws.pub_body,
+        pub_headers=ws.pub_headers, transport="uni_sse", token_channels=True)
+    return [ws, http_stream, sse]
+
+
+def s8_transports(quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """S8: one row (scenario, transport, result) per transport."""
+    cfg = Path(tempfile.gettempdir()) / "tidings-bench-s8.json"
+    cfg.write_text(json.dumps(S8_CONFIG))
+    duration = 10 if not quick else 4  # as S2
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for t in s8_targets(cfg):
+        logs: list[str] = []
+        try:
+            running = Running(t)
+            try:
+                r = loadgen(running, conns=S8_CONNS, rate=S8_RATE, duration=duration)
+            finally:
+                logs = notable_lines(running.stop(), BENIGN_NODE_LINES)
+        except Exception as exc:
+            rows.append(("S8", t.name, {"error": str(exc), "logs": logs}))
+            continue
+        res: dict[str, Any] = {
+            "p50": r["lat_ms"]["p50"], "p99": r["lat_ms"]["p99"], "loss": r["loss"],
+            "subscribed": r["subscribed"], "published": r["published"],
+            "received": r["received"], "passes": passes(r), "errors": r.get("errors", {}),
+            "gen_cpu_pct": r.get("gen_cpu_pct"), "raw": r, "logs": logs}
+        if logs:
+            res["log_lines"] = len(logs)
+        rows.append(("S8", t.name, res))
+    return rows
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -632,8 +718,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--targets", default="")
-    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7",
-                        help="comma-separated; S7 (Redis engine, two nodes) needs only Tidings")
+    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7,S8",
+                        help="comma-separated; S7 (Redis engine, two nodes) and S8 (SSE and "
+                             "HTTP-streaming vs WebSocket) need only Tidings")
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.jsonl"))
     args = parser.parse_args()
@@ -642,10 +729,11 @@ def main() -> int:
         return 2
     build_loadgen()
     scenarios = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in scenarios if s not in SCENARIOS and s != "S7"]
+    tidings_only = ("S7", "S8")
+    unknown = [s for s in scenarios if s not in SCENARIOS and s not in tidings_only]
     if unknown:
         parser.error(f"unknown scenario(s): {','.join(unknown)}")
-    needs_peers = any(s != "S7" for s in scenarios)  # S7 runs Tidings only
+    needs_peers = any(s not in tidings_only for s in scenarios)  # S7, S8 run Tidings only
     if needs_peers and not args.no_install and (HERE / "peers" / "install.sh").exists():
         subprocess.run(["bash", str(HERE / "peers" / "install.sh")], check=True)
     cfg = Path(tempfile.gettempdir()) / "tidings-bench.json"
@@ -680,6 +768,13 @@ def main() -> int:
                 for scen7, name, res in rows:
                     record(scen7, name, res)
                 continue
+            if scen == "S8":
+                if args.targets and "tidings" not in args.targets.split(","):
+                    print("S8 skipped: it needs the tidings target", file=sys.stderr)
+                    continue
+                for scen8, name, res in s8_transports(args.quick):
+                    record(scen8, name, res)
+                continue
             for t in targets:
                 if scen == "S6" and t.name not in ("tidings", "raw"):
                     continue  # the peers already miss the bar at 2,000 connections
@@ -706,10 +801,11 @@ def render_table(results: dict[str, dict[str, Any]], elapsed: float) -> str:
             "S3": ("kib_per_conn", "KiB/conn"), "S4": ("figure", "publishes/s"),
             "S5": ("seconds", "s"), "S6": ("p99", "ms p99"),
             "S7a": ("figure", "deliveries/s"), "S7a-lat": ("p99", "ms p99"),
-            "S7b": ("figure", "publishes/s")}
+            "S7b": ("figure", "publishes/s"), "S8": ("p99", "ms p99")}
     for scen, per_target in results.items():
         key, unit = keys[scen]
-        base = per_target.get("tidings", {}).get(key)
+        # S8 compares transports of Tidings: its ratios are against the WebSocket row
+        base = per_target.get(S8_BASE if scen == "S8" else "tidings", {}).get(key)
         for name, res in per_target.items():
             if "error" in res:
                 lines.append(f"| {scen} | {name} | error | | {res['error'][:80]} |")
@@ -717,7 +813,7 @@ def render_table(results: dict[str, dict[str, Any]], elapsed: float) -> str:
             value = res.get(key)
             # "how many times better Tidings is": higher-is-better figures divide Tidings by the
             # peer, lower-is-better ones (latency, memory, time) divide the peer by Tidings.
-            lower_better = scen in ("S2", "S3", "S5", "S6", "S7a-lat")
+            lower_better = scen in ("S2", "S3", "S5", "S6", "S7a-lat", "S8")
             ratio = ""
             if base and value:
                 ratio = f"{(value / base) if lower_better else (base / value):.2f}x"

@@ -1,5 +1,6 @@
 /*
  * loadgen.c - single-threaded epoll WebSocket fan-out load generator (Tidings benchmark suite).
+ *              --transport uni_http_stream|uni_sse holds unidirectional HTTP streams instead.
  *
  * Build:   cc -O2 -o loadgen loadgen.c -lm        (or `make` in this directory)
  * Usage:   ./loadgen --help ; see README.md beside this file for worked examples.
@@ -15,6 +16,12 @@
  *   histogram (receipt time - ts). --idle S replaces 2+3 by holding the connections S seconds;
  *   without --rate and --idle the run ends after phase 1 (connect-storm measurement).
  * At the end one JSON object is printed on stdout; progress goes to stderr (unless --quiet).
+ * --transport uni_http_stream / uni_sse (Centrifugo unidirectional streams): instead of the
+ *   WebSocket upgrade each connection sends one HTTP request (POST --path with --body as a JSON
+ *   body, resp. GET --path; both templated, {tok} included), expects 200, then de-chunks the
+ *   response and splits it into lines: every non-empty line (SSE: every "data:" line, prefix
+ *   removed) is one message for --ready and the "ts": scan. No --init, no --pong-rule (the
+ *   stream is one-way; its pings are just messages).
  * Targets must be loopback (127.0.0.0/8): this tool is for local benchmarks only.
  */
 #define _GNU_SOURCE
@@ -67,8 +74,11 @@ static uint64_t errors[2][N_ERR]; /* [0] = subscriber connections, [1] = publish
 
 /* ------------------------------------------------------------------------------------ options */
 
+enum { T_WS, T_UNI_HTTP_STREAM, T_UNI_SSE };
+
 static struct {
-    const char *host, *path, *subprotocol, *ready, *tokens_file;
+    const char *host, *path, *subprotocol, *ready, *tokens_file, *body;
+    int transport;
     int port;
     uint32_t conns, channels, max_pending;
     struct in_addr dst, pub_dst, src[MAX_SRC];
@@ -214,6 +224,8 @@ enum { F_SUB = 1, F_INIT = 2, F_WOUT = 4 };
 typedef struct {
     int fd;
     uint8_t state, flags, frag_op;
+    uint8_t hs_chunked, hs_cstate;  /* uni HTTP streams: chunked body?, de-chunking state */
+    uint32_t hs_left;              /* uni HTTP streams: bytes left in the current chunk */
     uint64_t t_start;              /* connect() time, ns */
     char *in, *out, *frag;         /* leftover input, unsent output, fragmented message */
     uint32_t in_len, in_cap;
@@ -248,6 +260,8 @@ static uint64_t n_connected, n_open, n_subscribed, n_sub_now, n_settled;
 static uint64_t pub_total, pub_scheduled; /* publishes planned for --duration, timer ticks so far */
 static uint64_t pub_due, pub_backlog_max, pub_sent, published, expected, received, frames, seq;
 static double cpu_pub_start, cpu_pub_end;
+
+static int header_has(const char *h, size_t hl, const char *name, const char *value);
 
 static inline int is_pub(uint32_t idx) { return idx >= O.conns; }
 static inline int is_pending(const conn *c) {
@@ -302,6 +316,8 @@ static void conn_close(uint32_t idx, conn *c, int err) {
     c->in_len = c->in_cap = c->out_off = c->out_len = c->out_cap = 0;
     c->frag_len = c->frag_cap = 0;
     c->frag_op = 0;
+    c->hs_chunked = c->hs_cstate = 0;
+    c->hs_left = 0;
     c->fd = -1;
     c->flags = 0;
     c->state = ST_CLOSED;
@@ -557,6 +573,99 @@ static size_t ws_process(uint32_t idx, conn *c, char *buf, size_t len, uint64_t 
     return off;
 }
 
+/* ------------------------------------------------------------------------------------ uni streams
+ * The response body (de-chunked when chunked) is appended to c->frag and cut into lines; a line
+ * may span reads and chunks. */
+
+enum { CS_SIZE, CS_DATA, CS_CRLF };
+
+static void uni_lines(uint32_t idx, conn *c, uint64_t now) {
+    char *p = c->frag, *end = c->frag + c->frag_len, *nl;
+    while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        char *m = p;
+        size_t n = (size_t)(nl - p);
+        p = nl + 1;
+        if (n && m[n - 1] == '\r') n--;
+        if (O.transport == T_UNI_SSE) {
+            /* only "data:" fields carry messages; "event:", "id:", comments, blanks are skipped */
+            if (n < 5 || memcmp(m, "data:", 5)) continue;
+            m += 5; n -= 5;
+            if (n && *m == ' ') { m++; n--; }
+        }
+        if (!n) continue;
+        on_message(idx, c, m, n, now);
+        if (c->state != ST_OPEN) return;
+    }
+    size_t rest = (size_t)(end - p);
+    if (rest > MAX_MSG) { conn_close(idx, c, E_TOO_BIG); return; }
+    if (rest && p != c->frag) memmove(c->frag, p, rest);
+    c->frag_len = (uint32_t)rest;
+}
+
+static void uni_append(conn *c, const char *p, size_t n) {
+    grow(&c->frag, &c->frag_cap, (size_t)c->frag_len + n);
+    memcpy(c->frag + c->frag_len, p, n);
+    c->frag_len += (uint32_t)n;
+}
+
+/* Parses the response head, then the (chunked) body; returns bytes consumed. */
+static size_t uni_process(uint32_t idx, conn *c, char *buf, size_t len, uint64_t now) {
+    size_t off = 0;
+    if (c->state == ST_HANDSHAKE) {
+        char *end = memmem(buf, len, "\r\n\r\n", 4);
+        if (!end) {
+            if (len > MAX_HTTP_HEAD) conn_close(idx, c, E_HS_TOO_LONG);
+            return 0;
+        }
+        if (len < 12 || memcmp(buf, "HTTP/1.", 7) || memcmp(buf + 8, " 200", 4)) {
+            conn_close(idx, c, E_HS_STATUS);
+            return len;
+        }
+        off = (size_t)(end - buf) + 4;
+        c->hs_chunked = (uint8_t)header_has(buf, off, "transfer-encoding", "chunked");
+        c->hs_cstate = CS_SIZE;
+        on_open(idx, c, now);
+        if (c->state != ST_OPEN) return len;
+    }
+    if (!c->hs_chunked) { /* identity body up to EOF */
+        uni_append(c, buf + off, len - off);
+        uni_lines(idx, c, now);
+        return len;
+    }
+    while (off < len) {
+        char *p = buf + off;
+        size_t avail = len - off;
+        if (c->hs_cstate == CS_SIZE) {
+            char *e = memmem(p, avail, "\r\n", 2);
+            if (!e) {
+                if (avail > 256) { conn_close(idx, c, E_PROTOCOL); return len; }
+                break;
+            }
+            char *q;
+            unsigned long long n = strtoull(p, &q, 16);
+            if (q == p || n > MAX_MSG) { conn_close(idx, c, E_PROTOCOL); return len; }
+            off += (size_t)(e - p) + 2;
+            if (!n) { conn_close(idx, c, E_SERVER_CLOSE); return len; } /* the stream ended */
+            c->hs_left = (uint32_t)n;
+            c->hs_cstate = CS_DATA;
+        } else if (c->hs_cstate == CS_DATA) {
+            size_t take = c->hs_left < avail ? c->hs_left : avail;
+            uni_append(c, p, take);
+            off += take;
+            c->hs_left -= (uint32_t)take;
+            if (!c->hs_left) c->hs_cstate = CS_CRLF;
+        } else {
+            if (avail < 2) break;
+            if (p[0] != '\r' || p[1] != '\n') { conn_close(idx, c, E_PROTOCOL); return len; }
+            off += 2;
+            c->hs_cstate = CS_SIZE;
+        }
+    }
+    uni_lines(idx, c, now);
+    if (c->state != ST_OPEN) return len;
+    return off;
+}
+
 /* ------------------------------------------------------------------------------------ publisher */
 
 static size_t pub_body(uint64_t *ch_out, uint64_t *ts_out) {
@@ -772,6 +881,19 @@ static void on_connected(uint32_t idx, conn *c) {
     if (is_pub(idx)) { c->state = ST_OPEN; return; }
     c->state = ST_HANDSHAKE;
     tvars v = {.i = idx, .ch = idx % O.channels, .tok = ntokens ? tokens[idx % ntokens] : NULL};
+    if (O.transport == T_UNI_HTTP_STREAM) { /* head, Content-Length, templated JSON body */
+        size_t bl = expand(O.body, &v);
+        if (bl == SIZE_MAX) die("--body too long after expansion");
+        char *body = xrealloc(NULL, bl);
+        memcpy(body, xbuf, bl);
+        size_t n = expand(hs_template, &v);
+        if (n == SIZE_MAX || n + 64 + bl > XBUF_SZ) die("request too long after expansion");
+        n += (size_t)snprintf(xbuf + n, 64, "Content-Length: %zu\r\n\r\n", bl);
+        memcpy(xbuf + n, body, bl);
+        free(body);
+        conn_write(idx, c, xbuf, n + bl);
+        return;
+    }
     size_t n = expand(hs_template, &v);
     if (n == SIZE_MAX) die("handshake request too long after expansion");
     conn_write(idx, c, xbuf, n);
@@ -801,7 +923,8 @@ static void on_readable(uint32_t idx, conn *c) {
     }
     uint64_t now = mono_ns();
     size_t used = is_pub(idx) ? pub_process(idx, c, data, len, now)
-                              : ws_process(idx, c, data, len, now);
+                  : O.transport == T_WS ? ws_process(idx, c, data, len, now)
+                                        : uni_process(idx, c, data, len, now);
     if (c->state == ST_CLOSED) return;
     size_t rest = len - used;
     if (data == rbuf) {
@@ -1013,6 +1136,7 @@ static void usage(void) {
     fputs(
         "usage: loadgen [options]       (all targets must be 127.0.0.0/8)\n"
         "target      --host 127.0.0.1 --port P --path /connection/websocket\n"
+        "            --transport ws|uni_http_stream|uni_sse (ws)  --body JSON (uni_http_stream)\n"
         "            --header 'Name: value' (repeatable, handshake)  --subprotocol NAME\n"
         "connections --conns N  --source-ips 127.0.0.1,127.0.0.2  --connect-rate R (0=max)\n"
         "            --max-pending 1000  --handshake-timeout 10\n"
@@ -1038,7 +1162,7 @@ static void parse_args(int argc, char **argv) {
         O_HOST = 256, O_PORT, O_PATH, O_HEADER, O_CONNS, O_SRC, O_CRATE, O_MAXPEND, O_HSTO, O_SUBP,
         O_INIT, O_IAF, O_CHANNELS, O_TOKENS, O_READY, O_PONG, O_PHOST, O_PPORT, O_PPATH, O_PBODY,
         O_PHEADER, O_PCONNS, O_PWS, O_PWSX, O_RATE, O_DUR, O_WARM, O_DRAIN, O_IDLE, O_MAXS,
-        O_OUTLIM, O_QUIET, O_HELP
+        O_OUTLIM, O_QUIET, O_TRANSPORT, O_BODY, O_HELP
     };
     static const struct option lo[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"path", 1, 0, O_PATH},
@@ -1053,7 +1177,8 @@ static void parse_args(int argc, char **argv) {
         {"pub-ws-exclude-self", 0, 0, O_PWSX}, {"rate", 1, 0, O_RATE},
         {"duration", 1, 0, O_DUR}, {"warmup", 1, 0, O_WARM}, {"drain", 1, 0, O_DRAIN},
         {"idle", 1, 0, O_IDLE}, {"max-seconds", 1, 0, O_MAXS}, {"out-limit", 1, 0, O_OUTLIM},
-        {"quiet", 0, 0, O_QUIET}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
+        {"quiet", 0, 0, O_QUIET}, {"transport", 1, 0, O_TRANSPORT}, {"body", 1, 0, O_BODY},
+        {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1105,6 +1230,13 @@ static void parse_args(int argc, char **argv) {
         case O_MAXS: O.max_seconds = atof(optarg); break;
         case O_OUTLIM: O.out_limit = strtoull(optarg, NULL, 10); break;
         case O_QUIET: O.quiet = 1; break;
+        case O_TRANSPORT:
+            if (!strcmp(optarg, "ws")) O.transport = T_WS;
+            else if (!strcmp(optarg, "uni_http_stream")) O.transport = T_UNI_HTTP_STREAM;
+            else if (!strcmp(optarg, "uni_sse")) O.transport = T_UNI_SSE;
+            else die("--transport must be ws, uni_http_stream or uni_sse");
+            break;
+        case O_BODY: O.body = optarg; break;
         case O_HELP: usage(); exit(0);
         default: usage(); exit(2);
         }
@@ -1112,6 +1244,13 @@ static void parse_args(int argc, char **argv) {
     if (optind < argc) { usage(); exit(2); }
     if (!O.conns || !O.channels || !O.max_pending || O.port <= 0 || O.port > 65535) die("bad --conns/--channels/--max-pending/--port");
     if (O.max_seconds <= 0) die("--max-seconds must be > 0");
+    if (O.transport != T_WS) {
+        if (O.ninits || O.npong || O.pub_ws || O.init_after_first || O.subprotocol)
+            die("--transport uni_*: no --init, --pong-rule, --pub-ws, --init-after-first, --subprotocol");
+        if (O.transport == T_UNI_HTTP_STREAM && !O.body) O.body = "{\"token\":\"{tok}\"}";
+    } else if (O.body) {
+        die("--body needs --transport uni_http_stream");
+    }
     if (O.pub_ws) O.pub_conns = 0;
     else if (!O.pub_conns) O.pub_conns = 1;
     if (O.rate <= 0) O.pub_conns = 0;
@@ -1135,6 +1274,15 @@ static char *build_hs_template(void) {
     for (int k = 0; k < O.nheaders; k++) cap += strlen(O.headers[k]) + 2;
     if (O.subprotocol) cap += strlen(O.subprotocol) + 32;
     char *t = xrealloc(NULL, cap);
+    if (O.transport != T_WS) { /* uni_http_stream: Content-Length and body added per connection */
+        int n = snprintf(t, cap, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%s",
+                         O.transport == T_UNI_SSE ? "GET" : "POST", O.path, O.host, O.port,
+                         O.transport == T_UNI_SSE ? "Accept: text/event-stream\r\n"
+                                                  : "Content-Type: application/json\r\n");
+        for (int k = 0; k < O.nheaders; k++) n += snprintf(t + n, cap - (size_t)n, "%s\r\n", O.headers[k]);
+        if (O.transport == T_UNI_SSE) snprintf(t + n, cap - (size_t)n, "\r\n");
+        return t;
+    }
     int n = snprintf(t, cap,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
