@@ -265,3 +265,52 @@ async def test_tls(tmp_path: Path) -> None:
                 await untrusted.publish("secure", pub(1))
         finally:
             await untrusted.close()
+
+
+async def test_sentinel_failover_is_followed(tmp_path: Path) -> None:
+    """The master dies; the sentinel promotes the replica; the engine finds the new master by
+    asking the sentinel again on reconnect, and pub/sub and history work there."""
+    from tests.redisproc import _SentinelProcess
+
+    master = RedisServer(tmp_path, name="m").start()
+    replica = RedisServer(tmp_path, name="r",
+                          extra_args=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    sentinel = _SentinelProcess(tmp_path / "s", "mymaster", master.port).start()
+    try:
+        with replica.client() as c:  # replicating before the master goes away
+            for _ in range(200):
+                if c.info("replication").get("master_link_status") == "up":
+                    break
+                await asyncio.sleep(0.05)
+            assert c.info("replication").get("master_link_status") == "up"
+        cfg = config(address=[], sentinel_address=[f"127.0.0.1:{sentinel.port}"],
+                     sentinel_master_name="mymaster")
+        async with node(cfg) as (a, _), node(cfg) as (b, b_events):
+            await b.subscribe("f")
+            await a.publish("f", pub(1), history=OPTS)
+            await b_events.wait_for(lambda: len(b_events.publications) == 1)
+            master.kill()
+            position = None
+            for _ in range(300):  # down-after 2 s, then the failover: bounded at ~30 s
+                try:
+                    position, _ = await a.publish("f", pub(2), history=OPTS)
+                    break
+                except EngineError:
+                    await asyncio.sleep(0.1)
+            assert position is not None, "no failover within 30 s"
+            with replica.client() as c:
+                assert c.info("replication")["role"] == "master"
+            assert position.offset == 2  # the replica had the stream
+            # b's pub/sub finds the new master too and reports the interruption (offset 2 may
+            # have been published before it resubscribed: that is what the report is for).
+            await b_events.wait_for(lambda: ["f"] in b_events.reconnects, within=15)
+            await a.publish("f", pub(3), history=OPTS)
+            await b_events.wait_for(
+                lambda: any(pos.offset == 3 for _, _, pos in b_events.publications), within=5
+            )
+            pubs, _ = await b.history("f", options=OPTS, limit=-1)
+            assert [p.offset for p in pubs] == [1, 2, 3]
+    finally:
+        sentinel.stop()
+        replica.stop()
+        master.stop()
