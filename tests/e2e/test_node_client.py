@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+from tests.e2e.node_modules import ensure_node_modules
 
 NODE_DIR = Path(__file__).parent / "node"
 SCENARIO = NODE_DIR / "scenario.mjs"
@@ -35,7 +35,6 @@ TRANSPORTS = ("websocket", "http_stream", "sse", "sockjs")
 EMULATION = {"http_stream": {"enabled": True}, "sse": {"enabled": True},
              "sockjs": {"enabled": True}}
 
-_install_lock = threading.Lock()
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -50,22 +49,7 @@ def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
 
 
 def _ensure_node_modules() -> None:
-    """Run ``npm ci`` if the pinned client is not installed yet."""
-    with _install_lock:
-        modules = NODE_DIR / "node_modules"
-        if all((modules / dep / "package.json").is_file() for dep in _NODE_DEPS):
-            return
-        npm = shutil.which("npm")
-        assert npm is not None, "npm is required for the Node e2e test"
-        proc = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
+    ensure_node_modules(*_NODE_DEPS)
 
 
 def _run_scenario(srv: ServerProcess, scenario: str, transport: str) -> dict[str, Any]:

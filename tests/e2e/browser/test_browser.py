@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+from tests.e2e.node_modules import ensure_node_modules
 
 HERE = Path(__file__).parent
 NODE_DIR = HERE.parent / "node"
@@ -49,26 +50,10 @@ PAGE_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*"]
 TRANSPORTS = ["websocket", "http_stream", "sse"]
 PAGE_TIMEOUT_S = 8.0 * TIMEOUT_FACTOR
 
-_install_lock = threading.Lock()
 
 
 def _ensure_node_modules() -> None:
-    """Run ``npm ci`` if the pinned centrifuge-js or playwright-core is not installed yet."""
-    with _install_lock:
-        modules = NODE_DIR / "node_modules"
-        if CENTRIFUGE_JS.is_file() and (modules / "playwright-core" / "package.json").is_file():
-            return
-        npm = shutil.which("npm")
-        assert npm is not None, "npm is required for the browser e2e tests"
-        proc = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
+    ensure_node_modules("centrifuge", "playwright-core")
 
 
 class _StaticHandler(BaseHTTPRequestHandler):
