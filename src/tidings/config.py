@@ -496,19 +496,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> tuple[Config, list[str]]:
         message = str(exc).replace("`$.", "`")
         raise ConfigError(f"invalid config: {message}") from exc
     validate(config)
-    for where, opts in _all_options(config):
-        if opts.allowed_delta_types or opts.delta_publish:
-            warnings.append(f"'{where}': delta compression is not implemented yet; "
-                            "subscribers get full publications")
     return config, warnings
-
-
-def _all_options(config: Config) -> list[tuple[str, ChannelOptions]]:
-    pairs: list[tuple[str, ChannelOptions]] = [
-        ("channel.without_namespace", config.channel.without_namespace)
-    ]
-    pairs += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(config.channel.namespaces)]
-    return pairs
 
 
 def _validate_options(opts: ChannelOptions, where: str) -> None:

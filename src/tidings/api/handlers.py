@@ -310,7 +310,7 @@ class ApiHandler:
         pub = Publication(data=Raw(data), tags=req.tags or None)
         position = await self.node.publish(
             channel, pub, opts, skip_history=req.skip_history,
-            idempotency_key=req.idempotency_key,
+            idempotency_key=req.idempotency_key, delta=req.delta,
         )
         result: dict[str, Any] = {}
         if position.offset:

@@ -472,9 +472,13 @@ class Client:
             channel, self, push_join_leave=sub.push_join_leave,
             live_from=top.offset if top is not None else -1,
             epoch=top.epoch if top is not None else "",
+            delta=sub.delta,
         )
         for _, shared in buffered:
-            self.enqueue_shared(shared)
+            if sub.delta:
+                self.enqueue(shared.full_string())
+            else:
+                self.enqueue_shared(shared)
         if sub.expires_at:
             self.node.schedule_sub_expiry(self, channel, sub.expires_at)
         if sub.join_leave:

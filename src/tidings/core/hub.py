@@ -21,22 +21,44 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from tidings.protocol import codec
+from tidings.protocol.fossil import create_delta
+from tidings.protocol.messages import Publication, Push, Raw
+from tidings.protocol.session import as_full_string
+
 if TYPE_CHECKING:
     from tidings.core.client import Client
 
 __all__ = ["ChannelSubscribers", "Hub", "Shared"]
 
 _NONE: list[Client] = []
+_string = msgspec.json.Encoder()
 
 
 class Shared:
-    """One encoded message shared by every recipient; framed lazily per transport kind."""
+    """One encoded message shared by every recipient; framed lazily per transport kind.
 
-    __slots__ = ("frames", "payload")
+    A publication also knows its two encodings for delta subscriptions (PROTOCOL.md §6.6),
+    made on first use: in full with ``data`` as a JSON string, and as a fossil delta against
+    the channel's previous publication (``prev``) when the publish asked for delta."""
 
-    def __init__(self, payload: bytes) -> None:
+    __slots__ = ("_delta", "_full", "channel", "frames", "payload", "prev", "pub",
+                 "wants_delta")
+
+    def __init__(
+        self, payload: bytes, channel: str = "", pub: Publication | None = None,
+        wants_delta: bool = False,
+    ) -> None:
         self.payload = payload
         self.frames: list[bytes | None] = [None] * 7  # one per transport kind
+        self.channel = channel
+        self.pub = pub
+        self.wants_delta = wants_delta
+        self.prev: bytes | None = None
+        self._full: bytes | None = None
+        self._delta: bytes | None = None
 
     def framed(self, kind: int, frame: Callable[[bytes], bytes]) -> bytes:
         data = self.frames[kind]
@@ -44,9 +66,39 @@ class Shared:
             data = self.frames[kind] = frame(self.payload)
         return data
 
+    def full_string(self) -> bytes:
+        if self._full is None:
+            pub = self.pub
+            if pub is None:
+                return self.payload
+            self._full = codec.encode_push(Push(channel=self.channel,
+                                                pub=as_full_string(pub)))
+        return self._full
+
+    def delta_string(self) -> bytes | None:
+        """The delta encoding, or None when there is none worth sending."""
+        pub, prev = self.pub, self.prev
+        if pub is None or prev is None or not self.wants_delta:
+            return None
+        if self._delta is None:
+            data = bytes(pub.data)
+            patch = create_delta(prev, data)
+            try:
+                text = patch.decode("utf-8")  # sent as a JSON string (PROTOCOL.md §6.6)
+            except UnicodeDecodeError:
+                text = ""
+            if not text or len(patch) >= len(data):
+                self._delta = b""
+            else:
+                delta_pub = Publication(data=Raw(_string.encode(text)), info=pub.info,
+                                        offset=pub.offset, tags=pub.tags, delta=True)
+                self._delta = codec.encode_push(Push(channel=self.channel, pub=delta_pub))
+        return self._delta or None
+
 
 class ChannelSubscribers:
-    __slots__ = ("clients", "delivered", "epoch", "join_leave", "ready", "syncing", "waiting")
+    __slots__ = ("clients", "delivered", "delta", "epoch", "join_leave", "prev", "ready",
+                 "syncing", "waiting")
 
     def __init__(self) -> None:
         # dicts, not sets: deterministic delivery order and O(1) removal
@@ -54,6 +106,10 @@ class ChannelSubscribers:
         self.join_leave: dict[Client, None] = {}
         self.syncing: dict[Client, list[tuple[int, Shared]]] = {}
         self.waiting: dict[Client, int] = {}
+        # Delta subscriptions (live), each with "has the previous publication" (PROTOCOL.md
+        # §6.6), and the data of the channel's previous publication they would delta against.
+        self.delta: dict[Client, bool] = {}
+        self.prev: bytes | None = None
         # The channel's stream as this node has seen it: the epoch, and the offset of the last
         # publication the engine delivered (-1: none yet, so no baseline). Used to detect gaps.
         self.epoch = ""
@@ -62,7 +118,7 @@ class ChannelSubscribers:
         self.ready: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
-        return len(self.clients) + len(self.syncing) + len(self.waiting)
+        return len(self.clients) + len(self.syncing) + len(self.waiting) + len(self.delta)
 
 
 class Hub:
@@ -86,6 +142,7 @@ class Hub:
         push_join_leave: bool,
         live_from: int = -1,
         epoch: str = "",
+        delta: bool = False,
     ) -> list[tuple[int, Shared]]:
         """Promote a syncing client to a live subscriber; returns what was buffered. With
         ``live_from`` (a positioned subscriber that read the stream up to that offset) the
@@ -96,16 +153,23 @@ class Hub:
         if push_join_leave:
             subs.join_leave[client] = None
         if live_from < 0:
-            subs.clients[client] = None
+            self._go_live(subs, client, delta)
             return buffered
         if not subs.epoch:
             subs.epoch = epoch
         fresh = [item for item in buffered if item[0] > live_from]
         if fresh or subs.delivered >= live_from:
-            subs.clients[client] = None
+            self._go_live(subs, client, delta)
         else:
             subs.waiting[client] = live_from
         return fresh
+
+    @staticmethod
+    def _go_live(subs: ChannelSubscribers, client: Client, delta: bool) -> None:
+        if delta:
+            subs.delta[client] = False  # the first publication goes in full
+        else:
+            subs.clients[client] = None
 
     def remove(self, channel: str, client: Client) -> bool:
         """Remove a client (live or syncing); returns True if the channel became empty."""
@@ -116,14 +180,15 @@ class Hub:
         subs.join_leave.pop(client, None)
         subs.syncing.pop(client, None)
         subs.waiting.pop(client, None)
-        if not subs.clients and not subs.syncing and not subs.waiting:
+        subs.delta.pop(client, None)
+        if not subs.clients and not subs.syncing and not subs.waiting and not subs.delta:
             del self.channels[channel]
             return True
         return False
 
     def num_subscribed(self, subs: ChannelSubscribers) -> int:
         """Subscribers that completed their subscribe (live or waiting for the live stream)."""
-        return len(subs.clients) + len(subs.waiting)
+        return len(subs.clients) + len(subs.waiting) + len(subs.delta)
 
     def broadcast(self, subs: ChannelSubscribers, shared: Shared, offset: int) -> list[Client]:
         """Deliver to every live subscriber; returns the waiting subscribers that found a gap
@@ -134,20 +199,51 @@ class Hub:
         if subs.syncing:
             for buffer in subs.syncing.values():
                 buffer.append((offset, shared))
+        if subs.delta:
+            self._broadcast_delta(subs, shared)
         if not subs.waiting:
             return _NONE
         missed: list[Client] = []
         for client, live_from in list(subs.waiting.items()):
             if not offset:  # a publication outside the stream (skip_history): deliver it
-                client.enqueue_shared(shared)
+                self._deliver_one(client, shared)
             elif offset > live_from:
                 del subs.waiting[client]
                 if offset > live_from + 1:
                     missed.append(client)
                 else:
-                    subs.clients[client] = None
-                    client.enqueue_shared(shared)
+                    sub = client.session.subs.get(shared.channel)
+                    if sub is not None and sub.delta:
+                        subs.delta[client] = True  # it gets this one in full, next a delta
+                        client.enqueue(shared.full_string())
+                        if shared.pub is not None:
+                            subs.prev = bytes(shared.pub.data)
+                    else:
+                        subs.clients[client] = None
+                        client.enqueue_shared(shared)
         return missed
+
+    @staticmethod
+    def _deliver_one(client: Client, shared: Shared) -> None:
+        sub = client.session.subs.get(shared.channel)
+        if sub is not None and sub.delta:
+            client.enqueue(shared.full_string())
+        else:
+            client.enqueue_shared(shared)
+
+    @staticmethod
+    def _broadcast_delta(subs: ChannelSubscribers, shared: Shared) -> None:
+        """Delta subscriptions: a delta against the previous publication for those that have
+        it, in full for the others (and whenever a delta is not worth it)."""
+        shared.prev = subs.prev
+        delta = subs.delta
+        for client, has_prev in delta.items():
+            payload = shared.delta_string() if has_prev else None
+            client.enqueue(payload or shared.full_string())
+            if not has_prev:
+                delta[client] = True
+        if shared.pub is not None:
+            subs.prev = bytes(shared.pub.data)
 
     def broadcast_join_leave(self, channel: str, shared: Shared) -> None:
         subs = self.channels.get(channel)

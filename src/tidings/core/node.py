@@ -303,7 +303,10 @@ class Node:
         *,
         skip_history: bool = False,
         idempotency_key: str = "",
+        delta: bool = False,
     ) -> StreamPosition:
+        if (delta or opts.delta_publish) and opts.allowed_delta_types:
+            pub.delta = True  # a marker for handle_publication, not sent as such
         history = (
             self.history_options(opts) if opts.history_enabled and not skip_history else None
         )
@@ -333,6 +336,11 @@ class Node:
     # ---------------------------------------------------------------- broker events
 
     def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+        # `delta` on an incoming publication marks "the publisher asked for delta"; clients
+        # see it only on actual deltas (hub.Shared), so it is cleared here.
+        wants_delta = pub.delta
+        if wants_delta:
+            pub.delta = False
         subs = self.hub.channels.get(channel)
         if subs is None:
             return
@@ -355,7 +363,8 @@ class Node:
                 subs.delivered = offset
             elif offset > subs.delivered:
                 subs.delivered = offset
-        shared = Shared(codec.encode_push(Push(channel=channel, pub=pub)))
+        shared = Shared(codec.encode_push(Push(channel=channel, pub=pub)), channel, pub,
+                        wants_delta)
         missed = self.hub.broadcast(subs, shared, offset)
         for client in missed:
             client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
@@ -369,7 +378,7 @@ class Node:
         the live ones (and those mid-subscribe); waiting ones all, or with ``waiting_before``
         only those whose read position is older."""
         if live:
-            for client in list(subs.clients):
+            for client in [*subs.clients, *subs.delta]:
                 sub = client.session.subs.get(channel)
                 if sub is not None and sub.positioned:
                     client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)

@@ -308,6 +308,7 @@ class RedisEngine:
         for entry_id, fields in items:
             pub = _pub_decoder.decode(fields[1])
             pub.offset = int(entry_id.partition(b"-")[0])
+            pub.delta = False  # the publisher's delta request is not part of history
             pubs.append(pub)
         return pubs, StreamPosition(offset=int(top), epoch=epoch.decode())
 

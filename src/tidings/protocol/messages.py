@@ -184,6 +184,7 @@ class SubscribeResult(_Msg):
     positioned: bool = False
     data: Raw | None = None
     was_recovering: bool = False
+    delta: bool = False
 
 
 class ConnectResult(_Msg):

@@ -16,6 +16,8 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tidings.config import ChannelOptions, ClientConfig
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol.channels import ChannelRules, check_data_format
@@ -38,6 +40,8 @@ from tidings.protocol.tokens import (
     TokenExpired,
     TokenVerifier,
 )
+
+_string = msgspec.json.Encoder()
 
 __all__ = [
     "ConnectDecision",
@@ -87,6 +91,7 @@ class Sub:
     __slots__ = (
         "chan_info",
         "channel",
+        "delta",
         "expires_at",
         "join_leave",
         "opts",
@@ -108,6 +113,14 @@ class Sub:
         self.chan_info: bytes | None = None
         self.expires_at = 0
         self.server_side = False
+        self.delta = False  # fossil delta negotiated (PROTOCOL.md §6.6)
+
+
+def as_full_string(pub: Publication) -> Publication:
+    """A publication for a delta subscription, in full: ``data`` as a JSON string of the
+    payload text (PROTOCOL.md §6.6)."""
+    return Publication(data=Raw(_string.encode(bytes(pub.data).decode("utf-8", "replace"))),
+                       info=pub.info, offset=pub.offset, tags=pub.tags)
 
 
 @dataclass(slots=True)
@@ -301,6 +314,7 @@ class Session:
         presence_access = self.rules.can_presence(opts, self.user, True)
         sub.presence = presence
         sub.join_leave = join_leave
+        sub.delta = bool(req.delta) and req.delta in opts.allowed_delta_types
         sub.push_join_leave = join_leave and (
             force_push or (req.join_leave and presence_access)
         )
@@ -368,6 +382,7 @@ class Session:
         if sub.expires_at:
             result.expires = True
             result.ttl = max(int(sub.expires_at - now), 0)
+        result.delta = sub.delta
         if not sub.positioned:
             return result, 0
         result.positioned = True
@@ -380,6 +395,8 @@ class Session:
             if recovered:
                 result.recovered = True
                 result.offset = decision.offset
+                if sub.delta:  # every publication of a delta subscription: data as a string
+                    pubs = [as_full_string(p) for p in pubs]
                 result.publications = pubs or None
             elif decision.reject_unrecovered:
                 raise ErrorCode.UNRECOVERABLE_POSITION

@@ -1,0 +1,160 @@
+"""Fossil delta compression (PROTOCOL.md §6.6): on the wire (raw WebSocket) and through the real
+centrifuge-python client, which applies the deltas itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from centrifuge import DeltaType
+from centrifuge.fossil import apply_delta
+
+from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+from tests.integration.test_centrifuge_python import Clients, api, next_item, subscribe
+
+T = 5.0 * TIMEOUT_FACTOR
+DELTA_NS = {
+    "name": "state",
+    "allowed_delta_types": ["fossil"],
+    "delta_publish": True,
+    "history_size": 20,
+    "history_ttl": "300s",
+    "force_recovery": True,
+    "allow_subscribe_for_client": True,
+    "allow_publish_for_subscriber": True,
+}
+
+
+@pytest.fixture
+def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
+    from tests.conftest import BASE_CONFIG
+
+    namespaces = [*BASE_CONFIG["channel"]["namespaces"], DELTA_NS]
+    return tidings_server({"channel": {"namespaces": namespaces}})
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Clients]:
+    registry = Clients()
+    yield registry
+    await registry.close()
+
+
+def state(n: int) -> dict[str, Any]:
+    """Similar payloads: a long shared body and a changing counter."""
+    return {"counter": n, "title": "scoreboard", "players": [f"player-{i}" for i in range(30)]}
+
+
+class Raw:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.pending: list[dict[str, Any]] = []
+
+    async def next(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        async with asyncio.timeout(T):
+            while True:
+                while self.pending:
+                    message = self.pending.pop(0)
+                    if pred(message):
+                        return message
+                frame = await self.ws.recv()
+                text = frame if isinstance(frame, str) else frame.decode()
+                self.pending += [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+async def test_one_full_then_deltas_on_the_wire(srv: ServerProcess) -> None:
+    async with websockets.connect(srv.ws_url) as ws:
+        raw = Raw(ws)
+        await ws.send(json.dumps({"id": 1, "connect": {"token": make_token("d")}}))
+        await raw.next(lambda m: m.get("id") == 1)
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "state:x", "delta": "fossil"}}))
+        sub = await raw.next(lambda m: m.get("id") == 2)
+        assert sub["subscribe"]["delta"] is True
+        for n in range(1, 11):
+            await api(srv, "publish", {"channel": "state:x", "data": state(n)})
+        pubs = [(await raw.next(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
+                for _ in range(10)]
+    assert [bool(p.get("delta")) for p in pubs] == [False] + [True] * 9
+    assert all(isinstance(p["data"], str) for p in pubs)  # JSON strings, full or delta
+    current = pubs[0]["data"].encode()
+    assert json.loads(current) == state(1)
+    for n, p in enumerate(pubs[1:], start=2):
+        patch = p["data"].encode()
+        assert len(patch) < len(current) / 3  # worth it
+        current = apply_delta(current, patch)
+        assert json.loads(current) == state(n)
+
+
+async def test_without_negotiation_or_delta_publish_data_stays_plain(srv: ServerProcess) -> None:
+    async with websockets.connect(srv.ws_url) as ws:
+        raw = Raw(ws)
+        await ws.send(json.dumps({"id": 1, "connect": {"token": make_token("p")}}))
+        await raw.next(lambda m: m.get("id") == 1)
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "state:y"}}))
+        assert "delta" not in (await raw.next(lambda m: m.get("id") == 2))["subscribe"]
+        await ws.send(json.dumps({"id": 3, "subscribe": {"channel": "plain", "delta": "fossil"}}))
+        assert "delta" not in (await raw.next(lambda m: m.get("id") == 3))["subscribe"]
+        for n in (1, 2):
+            await api(srv, "publish", {"channel": "state:y", "data": state(n)})
+            await api(srv, "publish", {"channel": "plain", "data": state(n), "delta": True})
+        got = [(await raw.next(lambda m: "pub" in m.get("push", {})))["push"] for _ in range(4)]
+    assert all(p["pub"]["data"]["counter"] in (1, 2) and "delta" not in p["pub"] for p in got)
+
+
+@pytest.mark.parametrize("recover", [False, True])
+async def test_centrifuge_python_applies_deltas(
+    srv: ServerProcess, clients: Clients, recover: bool
+) -> None:
+    client, _ = await clients.connect(srv)
+    sub, events, _ = await subscribe(client, "state:py", delta=DeltaType.FOSSIL)
+    for n in range(1, 6):
+        await api(srv, "publish", {"channel": "state:py", "data": state(n)})
+    got = [(await next_item(events.publications)).data for _ in range(5)]
+    assert got == [state(n) for n in range(1, 6)]
+    if recover:
+        # History in a delta subscription: recovered publications arrive as full strings,
+        # then live deltas continue.
+        await sub.unsubscribe()
+        for n in range(6, 9):
+            await api(srv, "publish", {"channel": "state:py", "data": state(n)})
+        await sub.subscribe()  # the SDK resubscribes from offset 5 and recovers 6..8
+        ctx = await next_item(events.subscribed)
+        assert (ctx.was_recovering, ctx.recovered) == (True, True)
+        await api(srv, "publish", {"channel": "state:py", "data": state(9)})
+        later = [(await next_item(events.publications)).data for _ in range(4)]
+        assert later == [state(n) for n in range(6, 10)]
+    await api(srv, "publish", {"channel": "state:py", "data": state(10)})
+    assert (await next_item(events.publications)).data == state(10)
+
+
+async def test_deltas_across_nodes(tmp_path: Path, clients: Clients) -> None:
+    """The publisher's delta request travels through Redis with the publication."""
+    from tests.conftest import BASE_CONFIG, deep_merge, start_server
+    from tests.redisproc import RedisServer
+
+    with RedisServer(tmp_path) as redis:
+        namespaces = [*BASE_CONFIG["channel"]["namespaces"], DELTA_NS]
+        config = deep_merge(BASE_CONFIG, {
+            "channel": {"namespaces": namespaces},
+            "engine": {"type": "redis", "redis": {"address": [redis.url], "prefix": "dx"}},
+        })
+        a, b = start_server(tmp_path, config), start_server(tmp_path, config)
+        try:
+            client, _ = await clients.connect(a)
+            _, events, _ = await subscribe(client, "state:z", delta=DeltaType.FOSSIL)
+            for n in range(1, 5):
+                await api(b, "publish", {"channel": "state:z", "data": state(n)})
+            got = [(await next_item(events.publications)).data for _ in range(4)]
+            assert got == [state(n) for n in range(1, 5)]
+            history = await api(b, "history", {"channel": "state:z", "limit": -1})
+            pubs = history["result"]["publications"]
+            assert [p["data"]["counter"] for p in pubs] == [1, 2, 3, 4]
+            assert not any("delta" in p for p in pubs)  # the request marker stays internal
+        finally:
+            a.stop()
+            b.stop()
