@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import websockets
 from centrifuge import DeltaType
@@ -35,7 +36,7 @@ def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
     from tests.conftest import BASE_CONFIG
 
     namespaces = [*BASE_CONFIG["channel"]["namespaces"], DELTA_NS]
-    return tidings_server({"channel": {"namespaces": namespaces}})
+    return tidings_server({"channel": {"namespaces": namespaces}, "http_stream": {"enabled": True}})
 
 
 @pytest.fixture
@@ -158,3 +159,33 @@ async def test_deltas_across_nodes(tmp_path: Path, clients: Clients) -> None:
         finally:
             a.stop()
             b.stop()
+
+
+async def test_deltas_over_http_streaming(srv: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        command = json.dumps({"id": 1, "connect": {"token": make_token("hs")}})
+        async with http.post(f"{srv.http_url}/connection/http_stream", data=command,
+                             headers={"Content-Type": "application/json"}) as stream:
+            assert stream.status == 200
+
+            async def message(pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+                async with asyncio.timeout(T):
+                    while True:
+                        line = (await stream.content.readline()).strip()
+                        if line and pred(found := json.loads(line)):
+                            result: dict[str, Any] = found
+                            return result
+
+            connect = (await message(lambda m: m.get("id") == 1))["connect"]
+            body = {"session": connect["session"], "node": connect["node"], "data": json.dumps(
+                {"id": 2, "subscribe": {"channel": "state:h", "delta": "fossil"}})}
+            async with http.post(f"{srv.http_url}/emulation", json=body) as resp:
+                assert resp.status == 204
+            assert (await message(lambda m: m.get("id") == 2))["subscribe"]["delta"] is True
+            for n in (1, 2):
+                await api(srv, "publish", {"channel": "state:h", "data": state(n)})
+            first = (await message(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
+            second = (await message(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
+    assert "delta" not in first and second["delta"] is True
+    patched = apply_delta(first["data"].encode(), second["data"].encode())
+    assert json.loads(patched) == state(2)
