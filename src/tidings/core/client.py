@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from tidings import __version__
@@ -67,6 +68,12 @@ class Transport(Protocol):
     kind: int  # index into Shared.frames: one framing per kind
     name: str
     bidirectional: bool
+    separator: bytes  # between messages in one frame: b"\n" (JSON) or b"" (Protobuf)
+
+    @property
+    def codec(self) -> ModuleType:
+        """``protocol.codec`` (JSON) or ``protocol.pbcodec`` (Protobuf)."""
+        ...
 
     def frame(self, payload: bytes) -> bytes:
         """Frame one payload (several messages already joined with ``\\n``)."""
@@ -181,7 +188,7 @@ class Client:
                 else self.transport.frame(pending[0])
             )
         else:
-            data = self.transport.frame(b"\n".join(pending))
+            data = self.transport.frame(self.transport.separator.join(pending))
         pending.clear()  # reuse the list: no new GC-tracked object per flush
         self._pending_bytes = 0
         self._shared = None
@@ -203,7 +210,7 @@ class Client:
             self.node.schedule_flush(self)
 
     def _reply(self, reply: Reply) -> None:
-        self.enqueue(codec.encode_reply(reply))
+        self.enqueue(self.transport.codec.encode_reply(reply))
 
     def _reply_error(self, cmd_id: int, err: ReplyError) -> None:
         self._reply(
@@ -212,7 +219,7 @@ class Client:
         )
 
     def send_ping(self) -> None:
-        self.enqueue(codec.PING)
+        self.enqueue(self.transport.codec.PING)
         if self.transport.bidirectional and self.node.config.client.pong_timeout > 0:
             self.session.awaiting_pong = True
 
@@ -280,7 +287,7 @@ class Client:
                     self.close(Disconnect.INTERNAL)
             return  # a unidirectional client has nothing more to say
         try:
-            commands = codec.decode_commands(frame)
+            commands = self.transport.codec.decode_commands(frame)
         except ProtocolError as exc:
             log.info("client %s sent a malformed frame: %s", self.client_id, exc)
             self.close(exc.disconnect)
@@ -402,7 +409,7 @@ class Client:
         """Unidirectional transports: the first message is a ConnectRequest (not a command);
         the answer is a ``connect`` push, errors become a disconnect (PROTOCOL.md §8.1)."""
         try:
-            req = codec.decode_connect_request(frame)
+            req = self.transport.codec.decode_connect_request(frame)
         except ProtocolError as exc:
             log.info("client %s sent a malformed connect request: %s", self.client_id, exc)
             self.close(Disconnect.BAD_REQUEST)
@@ -416,7 +423,7 @@ class Client:
             log.info("uni connect of %s refused: %d %s", self.client_id, err.code, err.message)
             self.close(_UNI_CONNECT_ERRORS.get(err.code, Disconnect.INTERNAL))
             return
-        self.enqueue(codec.encode_push(Push(connect=result)))
+        self.enqueue(self.transport.codec.encode_push(Push(connect=result)))
         for sub_decision, top in finish:
             await self._finish_subscription(sub_decision, top)
 
@@ -431,6 +438,8 @@ class Client:
         node = self.node
         sub = decision.sub
         channel = sub.channel
+        if sub.delta and self.transport.codec is not codec:
+            sub.delta = False  # fossil delta is served over the JSON protocol only (for now)
         self.session.inflight.add(channel)
         try:
             await node.add_subscriber(channel, self)
@@ -517,7 +526,9 @@ class Client:
             positioned=result.positioned,
             data=result.data,
         )
-        self.enqueue(codec.encode_push(Push(channel=decision.sub.channel, subscribe=push)))
+        self.enqueue(self.transport.codec.encode_push(
+            Push(channel=decision.sub.channel, subscribe=push)
+        ))
         await self._finish_subscription(decision, top)
 
     async def _unsubscribe(self, cmd_id: int, req: UnsubscribeRequest) -> None:
@@ -538,7 +549,7 @@ class Client:
             return
         log.info("client %s: unsubscribing from %s: %s", self.client_id, channel, reason.reason)
         del self.session.subs[channel]
-        self.enqueue(codec.encode_push(Push(
+        self.enqueue(self.transport.codec.encode_push(Push(
             channel=channel, unsubscribe=UnsubscribePush(code=reason.code, reason=reason.reason)
         )))
         self.node.hub_remove(channel, self)  # no further delivery from this moment
@@ -550,7 +561,7 @@ class Client:
         if sub is None:
             return
         if push is not None:
-            self.enqueue(codec.encode_push(Push(
+            self.enqueue(self.transport.codec.encode_push(Push(
                 channel=channel, unsubscribe=UnsubscribePush(code=push.code, reason=push.reason)
             )))
         await self.node.remove_subscriber(channel, self)
@@ -603,4 +614,23 @@ class Client:
             result.ttl = max(int(expires_at - now), 0)
             self.node.schedule_sub_expiry(self, req.channel, expires_at)
         self._reply(Reply(id=cmd_id, sub_refresh=result))
+
+
+class ProtobufClient(Client):
+    """A client on the Protobuf protocol: publications go out as their Protobuf encoding
+    (made once per publication, ``Shared.pb_payload``)."""
+
+    __slots__ = ()
+
+    def enqueue_shared(self, shared: Shared) -> None:
+        if self._closed:
+            return
+        pending = self._pending
+        payload = shared.pb_payload()
+        self._shared = None if pending else shared
+        pending.append(payload)
+        self._pending_bytes += len(payload)
+        if not self._dirty:
+            self._dirty = True
+            self.node.schedule_flush(self)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tidings.protocol import codec
+from tidings.protocol import codec, pbcodec
 from tidings.protocol.fossil import create_delta
 from tidings.protocol.messages import Publication, Push, Raw
 from tidings.protocol.session import as_full_string
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["ChannelSubscribers", "Hub", "Shared"]
 
 _NONE: list[Client] = []
+# Transport kinds whose messages are Protobuf (transports/websocket.py).
+PROTOBUF_KINDS = frozenset({7})
 _string = msgspec.json.Encoder()
 
 
@@ -44,15 +46,17 @@ class Shared:
     made on first use: in full with ``data`` as a JSON string, and as a fossil delta against
     the channel's previous publication (``prev``) when the publish asked for delta."""
 
-    __slots__ = ("_delta", "_full", "channel", "frames", "payload", "prev", "pub",
+    __slots__ = ("_delta", "_full", "_pb", "channel", "frames", "payload", "prev", "pub", "push",
                  "wants_delta")
 
     def __init__(
         self, payload: bytes, channel: str = "", pub: Publication | None = None,
-        wants_delta: bool = False,
+        wants_delta: bool = False, push: Push | None = None,
     ) -> None:
         self.payload = payload
-        self.frames: list[bytes | None] = [None] * 7  # one per transport kind
+        self.push = push  # for the Protobuf encoding of a non-publication (join, leave)
+        self._pb: bytes | None = None
+        self.frames: list[bytes | None] = [None] * 8  # one per transport kind
         self.channel = channel
         self.pub = pub
         self.wants_delta = wants_delta
@@ -63,8 +67,18 @@ class Shared:
     def framed(self, kind: int, frame: Callable[[bytes], bytes]) -> bytes:
         data = self.frames[kind]
         if data is None:
-            data = self.frames[kind] = frame(self.payload)
+            payload = self.pb_payload() if kind in PROTOBUF_KINDS else self.payload
+            data = self.frames[kind] = frame(payload)
         return data
+
+    def pb_payload(self) -> bytes:
+        """The Protobuf encoding, made on first use."""
+        if self._pb is None:
+            push = self.push
+            if push is None:
+                push = Push(channel=self.channel, pub=self.pub)
+            self._pb = pbcodec.encode_push(push)
+        return self._pb
 
     def full_string(self) -> bytes:
         if self._full is None:

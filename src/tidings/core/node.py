@@ -22,7 +22,7 @@ from typing import Any
 
 from tidings import __version__
 from tidings.config import ChannelOptions, Config
-from tidings.core.client import Client, Transport
+from tidings.core.client import Client, ProtobufClient, Transport
 from tidings.core.cluster import Cluster
 from tidings.core.hub import ChannelSubscribers, Hub, Shared
 from tidings.engine.base import Engine, EngineError, HistoryOptions
@@ -55,7 +55,7 @@ COALESCE_MAX_DELAY = 0.05
 
 # Transport kinds (index = Transport.kind; see transports/websocket.py and stream.py).
 TRANSPORT_NAMES = ("websocket", "http_stream", "sse", "uni_websocket", "uni_http_stream",
-                   "uni_sse", "sockjs")
+                   "uni_sse", "sockjs", "websocket_protobuf")
 
 class Node:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
@@ -175,6 +175,8 @@ class Node:
         return Session(self.config.client, self.rules, self.verifier, self.sub_verifier)
 
     def new_client(self, transport: Transport) -> Client:
+        if transport.codec is not codec:
+            return ProtobufClient(self, transport)
         return Client(self, transport)
 
     def client_opened(self, client: Client) -> None:
@@ -391,13 +393,13 @@ class Node:
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         if channel in self.hub.channels:
-            payload = codec.encode_push(Push(channel=channel, join=JoinLeave(info=info)))
-            self.hub.broadcast_join_leave(channel, Shared(payload))
+            push = Push(channel=channel, join=JoinLeave(info=info))
+            self.hub.broadcast_join_leave(channel, Shared(codec.encode_push(push), push=push))
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         if channel in self.hub.channels:
-            payload = codec.encode_push(Push(channel=channel, leave=JoinLeave(info=info)))
-            self.hub.broadcast_join_leave(channel, Shared(payload))
+            push = Push(channel=channel, leave=JoinLeave(info=info))
+            self.hub.broadcast_join_leave(channel, Shared(codec.encode_push(push), push=push))
 
     def handle_control(self, data: bytes) -> None:
         self.cluster.handle_control(data)

@@ -19,10 +19,14 @@ import httptools
 import msgspec
 
 from tidings.engine.base import EngineError
-from tidings.protocol import wsframe
+from tidings.protocol import pbcodec, wsframe
 from tidings.transports import sockjs
 from tidings.transports.stream import StreamTransport, chunk
-from tidings.transports.websocket import UniWebSocketTransport, WebSocketTransport
+from tidings.transports.websocket import (
+    ProtobufWebSocketTransport,
+    UniWebSocketTransport,
+    WebSocketTransport,
+)
 
 if TYPE_CHECKING:
     from tidings.api.handlers import ApiHandler
@@ -513,11 +517,14 @@ class HttpProtocol(asyncio.Protocol):
         wants_protobuf = "centrifuge-protobuf" in offered or any(
             v == ["protobuf"] for k, v in query.items() if k in ("format", "cf_protocol")
         )
-        if wants_protobuf and "centrifuge-json" not in offered and not uni:
-            self._respond(501, b"Protobuf protocol is not supported yet; use JSON\n",
-                          keep_alive=False)
+        protobuf = wants_protobuf and not uni
+        if protobuf and not pbcodec.available():
+            self._respond(501, b"Protobuf needs the protobuf extra: pip install "
+                          b"'tidings[protobuf]'\n", keep_alive=False)
             return
         chosen = next((p for p in offered if p in _SUBPROTOCOLS), None)
+        if protobuf:
+            chosen = "centrifuge-protobuf" if "centrifuge-protobuf" in offered else None
         lines = [
             "HTTP/1.1 101 Switching Protocols",
             "Upgrade: websocket",
@@ -530,6 +537,8 @@ class HttpProtocol(asyncio.Protocol):
         connect = query.get("cf_connect")
         if uni:
             self.ws = UniWebSocketTransport(self.node, self.transport)
+        elif protobuf:
+            self.ws = ProtobufWebSocketTransport(self.node, self.transport)
         else:
             self.ws = WebSocketTransport(self.node, self.transport)
         # The HTTP parser and request state are dead weight on a long-lived WebSocket: drop

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from tidings.errors import Disconnect
+from tidings.protocol import codec
 from tidings.transports.stream import chunk
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class SockJSSession:
     kind = KIND_SOCKJS
     name = "sockjs"
     bidirectional = True
+    codec = codec
+    separator = b"\n"
     frame = staticmethod(_frame)
 
     def __init__(self, sessions: SockJSSessions, sid: str) -> None:

@@ -88,6 +88,9 @@ _KINDS: dict[str, tuple[int, bool, Callable[[bytes], bytes]]] = {
 class StreamTransport:
     """A client on a streaming HTTP response (the HTTP connection is dedicated to it)."""
 
+    codec = codec
+    separator = b"\n"
+
     __slots__ = ("_closing", "_transport", "bidirectional", "client", "frame", "kind", "name",
                  "write")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
-from tidings.protocol import codec, wsframe
+from tidings.protocol import codec, pbcodec, wsframe
 from tidings.protocol.messages import DisconnectPush, Push
 from tidings.transports.stream import KIND_UNI_WEBSOCKET, unwrap
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from tidings.core.client import Client
     from tidings.core.node import Node
 
-__all__ = ["UniWebSocketTransport", "WebSocketTransport"]
+__all__ = ["ProtobufWebSocketTransport", "UniWebSocketTransport", "WebSocketTransport"]
 
 log = logging.getLogger("tidings.websocket")
 
@@ -33,6 +33,8 @@ class WebSocketTransport:
     kind = KIND_WEBSOCKET_JSON
     name = "websocket"
     bidirectional = True
+    codec = codec
+    separator = b"\n"
 
     __slots__ = ("_closing", "_parser", "_transport", "client", "write")
 
@@ -132,4 +134,25 @@ class UniWebSocketTransport(WebSocketTransport):
             )
             self._transport.write(_uni_frames(push))
         super().close(disconnect)
+
+
+KIND_WEBSOCKET_PROTOBUF = 7
+
+
+def _binary_frame(payload: bytes) -> bytes:
+    return wsframe.build_frame(payload, wsframe.OP_BINARY)
+
+
+class ProtobufWebSocketTransport(WebSocketTransport):
+    """The ``centrifuge-protobuf`` subprotocol: varint-delimited Protobuf messages in binary
+    frames (PROTOCOL.md §1.4)."""
+
+    kind = KIND_WEBSOCKET_PROTOBUF
+    name = "websocket_protobuf"
+    codec = pbcodec
+    separator = b""
+
+    __slots__ = ()
+
+    frame = staticmethod(_binary_frame)  # type: ignore[assignment]  # no opcode argument
 

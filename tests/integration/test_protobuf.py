@@ -1,0 +1,135 @@
+"""The Protobuf protocol (``centrifuge-protobuf`` WebSocket subprotocol) with the real
+centrifuge-python client in Protobuf mode, beside JSON clients on the same channels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+from centrifuge import Client, StreamPosition
+from websockets.typing import Subprotocol
+
+from tests.conftest import TIMEOUT_FACTOR, ServerProcess
+from tests.integration.test_centrifuge_python import (
+    ClientEvents,
+    Clients,
+    api,
+    api_publish,
+    drop_transport,
+    next_item,
+    subscribe,
+)
+
+T = 5.0 * TIMEOUT_FACTOR
+
+
+class PbClients(Clients):
+    def new(self, srv: ServerProcess, token: str = "", **kwargs: Any) -> tuple[Any, ClientEvents]:
+        events = ClientEvents()
+        client = Client(srv.ws_url, events=events, token=token, proxy=None, use_protobuf=True,
+                        **kwargs)
+        self.created.append((client, events))
+        return client, events
+
+
+@pytest.fixture
+async def pb() -> AsyncIterator[PbClients]:
+    registry = PbClients()
+    yield registry
+    await registry.close()
+
+
+@pytest.fixture
+async def js() -> AsyncIterator[Clients]:
+    registry = Clients()
+    yield registry
+    await registry.close()
+
+
+async def test_protobuf_and_json_clients_share_a_channel(
+    server: ServerProcess, pb: PbClients, js: Clients
+) -> None:
+    pclient, _ = await pb.connect(server, user="p")
+    jclient, _ = await js.connect(server, user="j")
+    psub, pevents, pctx = await subscribe(pclient, "mixed")
+    _, jevents, _ = await subscribe(jclient, "mixed")
+    assert pctx.recoverable is True
+    assert (await api_publish(server, "mixed", {"n": 1}))["offset"] == 1
+    ppub, jpub = await next_item(pevents.publications), await next_item(jevents.publications)
+    assert (ppub.offset, json.loads(ppub.data)) == (1, {"n": 1})  # raw bytes in Protobuf
+    assert (jpub.offset, jpub.data) == (1, {"n": 1})
+    await psub.publish(data=b'{"from":"protobuf"}')
+    assert json.loads((await next_item(pevents.publications)).data) == {"from": "protobuf"}
+    assert (await next_item(jevents.publications)).data == {"from": "protobuf"}
+    stats = await psub.presence_stats()
+    assert (stats.num_clients, stats.num_users) == (2, 2)
+    presence = await psub.presence()
+    assert {info.user for info in presence.clients.values()} == {"p", "j"}
+    history = await psub.history(limit=-1)
+    assert [p.offset for p in history.publications] == [1, 2]
+    assert history.epoch == pctx.stream_position.epoch
+
+
+async def test_protobuf_recovery_after_dropped_connection(
+    server: ServerProcess, pb: PbClients
+) -> None:
+    client, events = await pb.connect(server)
+    _, sub_events, _ = await subscribe(client, "precover")
+    await api_publish(server, "precover", "one")
+    assert (await next_item(sub_events.publications)).offset == 1
+    release = await drop_transport(client, events)
+    for n in (2, 3):
+        await api_publish(server, "precover", n)
+    release()
+    resub = await next_item(sub_events.subscribed)
+    assert (resub.was_recovering, resub.recovered) == (True, True)
+    missed = [await next_item(sub_events.publications) for _ in range(2)]
+    assert [(p.offset, json.loads(p.data)) for p in missed] == [(2, 2), (3, 3)]
+
+
+async def test_protobuf_join_leave_and_server_disconnect(
+    server: ServerProcess, pb: PbClients
+) -> None:
+    watcher, _ = await pb.connect(server, user="w")
+    _, wevents, _ = await subscribe(watcher, "pjl")
+    other, oevents = await pb.connect(server, user="o")
+    await subscribe(other, "pjl")
+    join = await next_item(wevents.joins, lambda info: info.user == "o")
+    assert join.client == other.client_id
+    reply = await api(server, "disconnect", {"user": "o"})
+    assert "result" in reply
+    gone = await next_item(oevents.disconnected)
+    assert gone.code == 3503
+    leave = await next_item(wevents.leaves, lambda info: info.user == "o")
+    assert leave.client == other.client_id
+
+
+async def test_malformed_protobuf_frame_is_3501(server: ServerProcess) -> None:
+    protocols = [Subprotocol("centrifuge-protobuf")]
+    async with websockets.connect(server.ws_url, subprotocols=protocols) as ws:
+        assert ws.subprotocol == "centrifuge-protobuf"
+        await ws.send(b"\x05\xff\xff")  # a length prefix past the end
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), T)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 3501
+
+
+async def test_protobuf_recovery_position_from_get_state(
+    server: ServerProcess, pb: PbClients
+) -> None:
+    for n in range(1, 4):
+        await api_publish(server, "pstate", n)
+    client, _ = await pb.connect(server)
+    epoch = (await api(server, "history", {"channel": "pstate", "limit": 0}))["result"]["epoch"]
+
+    async def get_state(_: str) -> StreamPosition:
+        return StreamPosition(offset=1, epoch=epoch)
+
+    _, events, ctx = await subscribe(client, "pstate", get_state=get_state)
+    assert (ctx.was_recovering, ctx.recovered) == (True, True)
+    got = [await next_item(events.publications) for _ in range(2)]
+    assert [json.loads(p.data) for p in got] == [2, 3]
