@@ -189,3 +189,94 @@ async def test_deltas_over_http_streaming(srv: ServerProcess) -> None:
     assert "delta" not in first and second["delta"] is True
     patched = apply_delta(first["data"].encode(), second["data"].encode())
     assert json.loads(patched) == state(2)
+
+
+async def test_protobuf_client_applies_raw_deltas(srv: ServerProcess) -> None:
+    from tests.integration.test_protobuf import PbClients
+
+    pb = PbClients()
+    try:
+        client, _ = await pb.connect(srv)
+        sub, events, _ = await subscribe(client, "state:pb", delta=DeltaType.FOSSIL)
+        for n in range(1, 6):
+            await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
+        got = [json.loads((await next_item(events.publications)).data) for _ in range(5)]
+        assert got == [state(n) for n in range(1, 6)]
+        await sub.unsubscribe()
+        for n in (6, 7):
+            await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
+        await sub.subscribe()  # recovers 6 and 7 (raw, in full), then live deltas continue
+        assert (await next_item(events.subscribed)).recovered is True
+        for n in (8, 9):
+            await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
+        later = [json.loads((await next_item(events.publications)).data) for _ in range(4)]
+        assert later == [state(n) for n in range(6, 10)]
+    finally:
+        await pb.close()
+
+
+async def test_protobuf_deltas_on_the_wire(srv: ServerProcess) -> None:
+    from centrifuge.protocol import client_pb2 as pb
+    from websockets.typing import Subprotocol
+
+    def frame(*commands: Any) -> bytes:
+        out = b""
+        for command in commands:
+            body = command.SerializeToString()
+            out += bytes([len(body)]) if len(body) < 128 else _varint(len(body))
+            out += body
+        return out
+
+    def replies(data: bytes) -> list[Any]:
+        found, pos = [], 0
+        while pos < len(data):
+            length, shift = 0, 0
+            while True:
+                byte = data[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            reply = pb.Reply()
+            reply.ParseFromString(data[pos:pos + length])
+            found.append(reply)
+            pos += length
+        return found
+
+    connect = pb.Command(id=1, connect=pb.ConnectRequest(token=make_token("w")))
+    sub = pb.Command(id=2, subscribe=pb.SubscribeRequest(channel="state:w", delta="fossil"))
+    async with websockets.connect(srv.ws_url,
+                                  subprotocols=[Subprotocol("centrifuge-protobuf")]) as ws:
+        await ws.send(frame(connect, sub))
+        seen: list[Any] = []
+        pubs: list[Any] = []
+        async with asyncio.timeout(T):
+            while not any(r.id == 2 for r in seen):
+                seen += replies(await _binary(ws))
+            assert next(r for r in seen if r.id == 2).subscribe.delta is True
+            for n in range(1, 4):
+                await api(srv, "publish", {"channel": "state:w", "data": state(n)})
+            while len(pubs) < 3:
+                pubs += [r.push.pub for r in replies(await _binary(ws)) if r.push.HasField("pub")]
+    assert [p.delta for p in pubs] == [False, True, True]
+    current = pubs[0].data
+    for n, p in enumerate(pubs[1:], start=2):
+        assert len(p.data) < len(current) / 3
+        current = apply_delta(current, p.data)
+        assert json.loads(current) == state(n)
+
+
+async def _binary(ws: Any) -> bytes:
+    message = await ws.recv()
+    assert isinstance(message, bytes), "Protobuf travels in binary frames"
+    return message
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)

@@ -45,7 +45,13 @@ from tidings.protocol.messages import (
     UnsubscribePush,
     UnsubscribeRequest,
 )
-from tidings.protocol.session import ConnectDecision, State, Sub, SubscribeDecision
+from tidings.protocol.session import (
+    ConnectDecision,
+    State,
+    Sub,
+    SubscribeDecision,
+    as_full_string,
+)
 
 if TYPE_CHECKING:
     from tidings.core.hub import Shared
@@ -438,8 +444,6 @@ class Client:
         node = self.node
         sub = decision.sub
         channel = sub.channel
-        if sub.delta and self.transport.codec is not codec:
-            sub.delta = False  # fossil delta is served over the JSON protocol only (for now)
         self.session.inflight.add(channel)
         try:
             await node.add_subscriber(channel, self)
@@ -456,6 +460,9 @@ class Client:
                     since=StreamPosition(offset=decision.offset) if decision.recover else None,
                 )
             result, _ = self.session.subscribe_result(decision, pubs, top, now)
+            if sub.delta and result.publications and self.transport.codec is codec:
+                # JSON: every publication of a delta subscription has data as a string
+                result.publications = [as_full_string(p) for p in result.publications]
             if sub.presence:
                 # Before the reply (as Centrifugo does): a client told it is subscribed is
                 # already in presence, wherever presence is asked.
@@ -485,7 +492,7 @@ class Client:
         )
         for _, shared in buffered:
             if sub.delta:
-                self.enqueue(shared.full_string())
+                self.enqueue(shared.full_for(self))
             else:
                 self.enqueue_shared(shared)
         if sub.expires_at:

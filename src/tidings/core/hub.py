@@ -46,8 +46,8 @@ class Shared:
     made on first use: in full with ``data`` as a JSON string, and as a fossil delta against
     the channel's previous publication (``prev``) when the publish asked for delta."""
 
-    __slots__ = ("_delta", "_full", "_pb", "channel", "frames", "payload", "prev", "pub", "push",
-                 "wants_delta")
+    __slots__ = ("_delta", "_delta_pb", "_full", "_pb", "channel", "frames", "payload", "prev",
+                 "pub", "push", "wants_delta")
 
     def __init__(
         self, payload: bytes, channel: str = "", pub: Publication | None = None,
@@ -63,6 +63,7 @@ class Shared:
         self.prev: bytes | None = None
         self._full: bytes | None = None
         self._delta: bytes | None = None
+        self._delta_pb: bytes | None = None
 
     def framed(self, kind: int, frame: Callable[[bytes], bytes]) -> bytes:
         data = self.frames[kind]
@@ -88,6 +89,31 @@ class Shared:
             self._full = codec.encode_push(Push(channel=self.channel,
                                                 pub=as_full_string(pub)))
         return self._full
+
+    def full_for(self, client: Client) -> bytes:
+        """The full publication as a delta subscription of this client's protocol gets it."""
+        return self.pb_payload() if client.transport.codec is pbcodec else self.full_string()
+
+    def delta_for(self, client: Client) -> bytes | None:
+        if client.transport.codec is pbcodec:
+            return self.delta_pb()
+        return self.delta_string()
+
+    def delta_pb(self) -> bytes | None:
+        """Protobuf: the raw delta bytes as data (PROTOCOL.md §6.6)."""
+        pub, prev = self.pub, self.prev
+        if pub is None or prev is None or not self.wants_delta:
+            return None
+        if self._delta_pb is None:
+            data = bytes(pub.data)
+            patch = create_delta(prev, data)
+            if len(patch) >= len(data):
+                self._delta_pb = b""
+            else:
+                delta_pub = Publication(data=Raw(patch), info=pub.info, offset=pub.offset,
+                                        tags=pub.tags, delta=True)
+                self._delta_pb = pbcodec.encode_push(Push(channel=self.channel, pub=delta_pub))
+        return self._delta_pb or None
 
     def delta_string(self) -> bytes | None:
         """The delta encoding, or None when there is none worth sending."""
@@ -229,7 +255,7 @@ class Hub:
                     sub = client.session.subs.get(shared.channel)
                     if sub is not None and sub.delta:
                         subs.delta[client] = True  # it gets this one in full, next a delta
-                        client.enqueue(shared.full_string())
+                        client.enqueue(shared.full_for(client))
                         if shared.pub is not None:
                             subs.prev = bytes(shared.pub.data)
                     else:
@@ -241,7 +267,7 @@ class Hub:
     def _deliver_one(client: Client, shared: Shared) -> None:
         sub = client.session.subs.get(shared.channel)
         if sub is not None and sub.delta:
-            client.enqueue(shared.full_string())
+            client.enqueue(shared.full_for(client))
         else:
             client.enqueue_shared(shared)
 
@@ -252,8 +278,8 @@ class Hub:
         shared.prev = subs.prev
         delta = subs.delta
         for client, has_prev in delta.items():
-            payload = shared.delta_string() if has_prev else None
-            client.enqueue(payload or shared.full_string())
+            payload = shared.delta_for(client) if has_prev else None
+            client.enqueue(payload or shared.full_for(client))
             if not has_prev:
                 delta[client] = True
         if shared.pub is not None:

@@ -395,8 +395,6 @@ class Session:
             if recovered:
                 result.recovered = True
                 result.offset = decision.offset
-                if sub.delta:  # every publication of a delta subscription: data as a string
-                    pubs = [as_full_string(p) for p in pubs]
                 result.publications = pubs or None
             elif decision.reject_unrecovered:
                 raise ErrorCode.UNRECOVERABLE_POSITION
