@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import websockets
 from centrifuge import Client, StreamPosition
 from websockets.typing import Subprotocol
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess
+from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
 from tests.integration.test_centrifuge_python import (
     ClientEvents,
     Clients,
@@ -133,3 +134,86 @@ async def test_protobuf_recovery_position_from_get_state(
     assert (ctx.was_recovering, ctx.recovered) == (True, True)
     got = [await next_item(events.publications) for _ in range(2)]
     assert [json.loads(p.data) for p in got] == [2, 3]
+
+
+def _delimited(*messages: Any) -> bytes:
+    out = b""
+    for message in messages:
+        body = message.SerializeToString()
+        n = len(body)
+        prefix = bytearray()
+        while True:
+            prefix.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                break
+        out += bytes(prefix) + body
+    return out
+
+
+def _replies(data: bytes) -> list[Any]:
+    from centrifuge.protocol import client_pb2 as pbm
+
+    found, pos = [], 0
+    while pos < len(data):
+        length = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        reply = pbm.Reply()
+        reply.ParseFromString(data[pos:pos + length])
+        found.append(reply)
+        pos += length
+    return found
+
+
+async def test_protobuf_over_http_streaming_emulation(
+    tidings_server: Callable[..., ServerProcess],
+) -> None:
+    from centrifuge.protocol import client_pb2 as pbm
+
+    srv = tidings_server({"http_stream": {"enabled": True}})
+    octets = {"Content-Type": "application/octet-stream"}
+    connect = pbm.Command(id=1, connect=pbm.ConnectRequest(token=make_token("hp")))
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{srv.http_url}/connection/http_stream", data=_delimited(connect), headers=octets,
+    ) as stream:
+        assert stream.status == 200
+        assert stream.headers["Content-Type"] == "application/octet-stream"
+        buffer = b""
+
+        async def next_replies() -> list[Any]:
+            nonlocal buffer
+            async with asyncio.timeout(T):
+                buffer += await stream.content.readany()
+            # whole messages only: the varint prefix tells
+            try:
+                found = _replies(buffer)
+            except Exception:
+                return []
+            buffer = b""
+            return found
+
+        replies: list[Any] = []
+        while not replies:
+            replies = await next_replies()
+        result = replies[0].connect
+        assert result.session and result.node
+        subscribe = pbm.Command(id=2, subscribe=pbm.SubscribeRequest(channel="hp"))
+        request = pbm.EmulationRequest(session=result.session, node=result.node,
+                                       data=_delimited(subscribe))
+        async with http.post(f"{srv.http_url}/emulation", data=request.SerializeToString(),
+                             headers=octets) as resp:
+            assert resp.status == 204
+        seen: list[Any] = []
+        while not any(r.id == 2 for r in seen):
+            seen += await next_replies()
+        await api_publish(srv, "hp", {"over": "stream"})
+        pubs: list[Any] = []
+        while not pubs:
+            pubs = [r.push.pub for r in await next_replies() if r.push.HasField("pub")]
+    assert json.loads(pubs[0].data) == {"over": "stream"} and pubs[0].offset == 1

@@ -276,7 +276,7 @@ async def test_session_is_gone_when_the_stream_closes(
         ("GET", "/connection/sse", b"", {}, 400),
         ("GET", "/connection/http_stream", b"", {}, 405),
         ("POST", "/connection/http_stream", b"x" * 70000, {}, 413),
-        ("POST", "/connection/http_stream", b"\x08\x01",
+        ("POST", "/connection/uni_http_stream", b"\x08\x01",
          {"Content-Type": "application/octet-stream"}, 501),
     ],
     ids=["malformed", "wrong-types", "unknown-node", "oversized", "get", "bad-origin",

@@ -389,7 +389,7 @@ class Client:
             result.pong = self.transport.bidirectional and cfg.pong_timeout > 0
         if cfg.connect_include_server_time:
             result.time = int(now * 1000)
-        if self.transport.name in ("http_stream", "sse"):
+        if self.transport.name in ("http_stream", "sse", "http_stream_protobuf"):
             # Emulation: the client posts its commands to /emulation naming these two.
             self.emulation_session = node.open_emulation_session(self)
             result.session = self.emulation_session

@@ -10,6 +10,7 @@ engine the node is its own cluster: the same code runs, with no one else to answ
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -103,9 +104,10 @@ class Cluster:
             self.node.spawn(self._answer_survey(msg))
         elif msg.op == "emulation":
             params = msg.params if isinstance(msg.params, dict) else {}
-            session, commands = params.get("session"), params.get("data")
+            session, commands = params.get("session"), params.get("b64data")
             if isinstance(session, str) and isinstance(commands, str):
-                self.node.emulation(session, commands.encode())
+                with contextlib.suppress(ValueError):
+                    self.node.emulation(session, base64.b64decode(commands, validate=True))
         elif msg.op == "survey_reply":
             survey = self._surveys.get(msg.id)
             if survey is not None:

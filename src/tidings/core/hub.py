@@ -35,7 +35,7 @@ __all__ = ["ChannelSubscribers", "Hub", "Shared"]
 
 _NONE: list[Client] = []
 # Transport kinds whose messages are Protobuf (transports/websocket.py).
-PROTOBUF_KINDS = frozenset({7})
+PROTOBUF_KINDS = frozenset({7, 8})
 _string = msgspec.json.Encoder()
 
 
@@ -56,7 +56,7 @@ class Shared:
         self.payload = payload
         self.push = push  # for the Protobuf encoding of a non-publication (join, leave)
         self._pb: bytes | None = None
-        self.frames: list[bytes | None] = [None] * 8  # one per transport kind
+        self.frames: list[bytes | None] = [None] * 9  # one per transport kind
         self.channel = channel
         self.pub = pub
         self.wants_delta = wants_delta

@@ -55,7 +55,7 @@ COALESCE_MAX_DELAY = 0.05
 
 # Transport kinds (index = Transport.kind; see transports/websocket.py and stream.py).
 TRANSPORT_NAMES = ("websocket", "http_stream", "sse", "uni_websocket", "uni_http_stream",
-                   "uni_sse", "sockjs", "websocket_protobuf")
+                   "uni_sse", "sockjs", "websocket_protobuf", "http_stream_protobuf")
 
 class Node:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "available",
     "decode_commands",
     "decode_connect_request",
+    "decode_emulation_request",
     "encode_push",
     "encode_reply",
 ]
@@ -201,6 +202,16 @@ def decode_connect_request(data: bytes) -> ConnectRequest:
         raise ProtocolError(f"malformed protobuf connect request: {exc}") from exc
     result: ConnectRequest = _to_struct(msg, ConnectRequest)
     return result
+
+
+def decode_emulation_request(body: bytes) -> tuple[str, str, bytes]:
+    """``POST /emulation`` in Protobuf: (session, node, varint-delimited commands)."""
+    msg = _pb().EmulationRequest()
+    try:
+        msg.ParseFromString(body)
+    except Exception as exc:
+        raise ProtocolError(f"malformed protobuf emulation request: {exc}") from exc
+    return msg.session, msg.node, bytes(msg.data)
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -9,6 +9,7 @@ Requests on one connection are handled one at a time (reading pauses while one i
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import fnmatch
 import logging
@@ -19,6 +20,7 @@ import httptools
 import msgspec
 
 from tidings.engine.base import EngineError
+from tidings.errors import ProtocolError
 from tidings.protocol import pbcodec, wsframe
 from tidings.transports import sockjs
 from tidings.transports.stream import StreamTransport, chunk
@@ -317,12 +319,18 @@ class HttpProtocol(asyncio.Protocol):
             self._respond(413, b"Payload Too Large\n", keep_alive=False)
             return
         if self._headers.get("content-type", "").startswith("application/octet-stream"):
-            self._respond(501, b"Protobuf protocol is not supported yet; use JSON\n",
-                          keep_alive=keep_alive)
-            return
+            if name != "http_stream" or not pbcodec.available():
+                self._respond(501, b"Protobuf is served on websocket and http_stream (with the "
+                              b"protobuf extra)\n", keep_alive=keep_alive)
+                return
+            name = "http_stream_protobuf"
         transport = self.transport
         assert transport is not None
-        content_type = "text/event-stream; charset=utf-8" if sse else "application/json"
+        content_type = (
+            "text/event-stream; charset=utf-8" if sse
+            else "application/octet-stream" if name.endswith("_protobuf")
+            else "application/json"
+        )
         lines = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}",
                  "Transfer-Encoding: chunked", "Connection: keep-alive"]
         lines += [f"{k}: {v}" for k, v in (*_NO_CACHE, *cors)]
@@ -350,28 +358,33 @@ class HttpProtocol(asyncio.Protocol):
         if len(body) > limit:
             self._respond(413, b"Payload Too Large\n", keep_alive=False, extra=cors)
             return
-        if self._headers.get("content-type", "").startswith("application/octet-stream"):
-            self._respond(501, b"Protobuf protocol is not supported yet; use JSON\n",
-                          keep_alive=keep_alive, extra=cors)
-            return
         try:
-            req = msgspec.json.decode(body, type=EmulationRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if self._headers.get("content-type", "").startswith("application/octet-stream"):
+                if not pbcodec.available():
+                    self._respond(501, b"Protobuf needs the protobuf extra\n",
+                                  keep_alive=keep_alive, extra=cors)
+                    return
+                session, node_id, commands = pbcodec.decode_emulation_request(body)
+            else:
+                req = msgspec.json.decode(body, type=EmulationRequest)
+                session, node_id, commands = req.session, req.node, req.data.encode()
+        except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError) as exc:
             log.info("malformed emulation request: %s", exc)
             self._respond(400, f"malformed emulation request: {exc}\n".encode(),
                           keep_alive=keep_alive, extra=cors)
             return
         node = self.node
-        if req.node == node.id:
-            if not node.emulation(req.session, req.data.encode()):
+        if node_id == node.id:
+            if not node.emulation(session, commands):
                 self._respond(404, b"unknown session\n", keep_alive=keep_alive, extra=cors)
                 return
-        elif node.cluster.is_live(req.node):
+        elif node.cluster.is_live(node_id):
             try:
-                await node.cluster.send(req.node, "emulation",
-                                        {"session": req.session, "data": req.data})
+                await node.cluster.send(node_id, "emulation", {
+                    "session": session, "b64data": base64.b64encode(commands).decode(),
+                })
             except EngineError as exc:
-                log.warning("emulation request for node %s not forwarded: %s", req.node, exc)
+                log.warning("emulation request for node %s not forwarded: %s", node_id, exc)
                 self._respond(503, b"engine unavailable\n", keep_alive=keep_alive, extra=cors)
                 return
         else:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
-from tidings.protocol import codec
+from tidings.protocol import codec, pbcodec
 from tidings.protocol.messages import DisconnectPush, Push
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ KIND_SSE = 2
 KIND_UNI_WEBSOCKET = 3
 KIND_UNI_HTTP_STREAM = 4
 KIND_UNI_SSE = 5
+KIND_HTTP_STREAM_PROTOBUF = 8
 
 CLOSE_TIMEOUT = 5.0
 _PUSH_PREFIX = b'{"push":'
@@ -79,6 +81,7 @@ def _uni_sse(payload: bytes) -> bytes:
 
 _KINDS: dict[str, tuple[int, bool, Callable[[bytes], bytes]]] = {
     "http_stream": (KIND_HTTP_STREAM, True, _http_stream),
+    "http_stream_protobuf": (KIND_HTTP_STREAM_PROTOBUF, True, chunk),  # varint-delimited
     "sse": (KIND_SSE, True, _sse),
     "uni_http_stream": (KIND_UNI_HTTP_STREAM, False, _uni_http_stream),
     "uni_sse": (KIND_UNI_SSE, False, _uni_sse),
@@ -88,14 +91,15 @@ _KINDS: dict[str, tuple[int, bool, Callable[[bytes], bytes]]] = {
 class StreamTransport:
     """A client on a streaming HTTP response (the HTTP connection is dedicated to it)."""
 
-    codec = codec
-    separator = b"\n"
-
-    __slots__ = ("_closing", "_transport", "bidirectional", "client", "frame", "kind", "name",
+    __slots__ = ("_closing", "_transport", "bidirectional", "client", "codec", "frame", "kind",
+                 "name", "separator",
                  "write")
 
     def __init__(self, node: Node, transport: asyncio.Transport, name: str) -> None:
         self.kind, self.bidirectional, self.frame = _KINDS[name]
+        protobuf = name.endswith("_protobuf")
+        self.codec: ModuleType = pbcodec if protobuf else codec
+        self.separator = b"" if protobuf else b"\n"
         self.name = name
         self._transport = transport
         self.write: Callable[[bytes], None] = transport.write
@@ -113,7 +117,7 @@ class StreamTransport:
         transport = self._transport
         if transport.is_closing():
             return
-        push = codec.encode_push(
+        push = self.codec.encode_push(
             Push(disconnect=DisconnectPush(code=disconnect.code, reason=disconnect.reason))
         )
         transport.write(self.frame(push) + b"0\r\n\r\n")
