@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import websockets
-from centrifuge import Client, StreamPosition
+from centrifuge import Client, ReplyError, StreamPosition
 from websockets.typing import Subprotocol
 
 from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
@@ -217,3 +217,35 @@ async def test_protobuf_over_http_streaming_emulation(
         while not pubs:
             pubs = [r.push.pub for r in await next_replies() if r.push.HasField("pub")]
     assert json.loads(pubs[0].data) == {"over": "stream"} and pubs[0].offset == 1
+
+
+async def test_binary_data_stays_in_binary_channels(
+    tidings_server: Callable[..., ServerProcess], pb: PbClients
+) -> None:
+    import base64
+
+    from tests.conftest import BASE_CONFIG
+
+    binary_ns = {"name": "bin", "publication_data_format": "binary",
+                 "allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}
+    srv = tidings_server({"channel": {"namespaces": [*BASE_CONFIG["channel"]["namespaces"],
+                                                     binary_ns]}})
+    client, _ = await pb.connect(srv)
+    sub, events, _ = await subscribe(client, "bin:raw")
+    blob = bytes(range(256))
+    reply = await api(srv, "publish", {"channel": "bin:raw",
+                                       "b64data": base64.b64encode(blob).decode()})
+    assert "result" in reply
+    assert (await next_item(events.publications)).data == blob  # byte for byte
+    await sub.publish(data=b"\x00\xffraw")
+    assert (await next_item(events.publications)).data == b"\x00\xffraw"
+    # Outside binary channels: an API b64data that is not JSON, or a Protobuf client's
+    # non-JSON data, is refused (107): JSON subscribers could not read it.
+    refused = await api(srv, "publish", {"channel": "plain",
+                                         "b64data": base64.b64encode(blob).decode()})
+    assert refused["error"]["code"] == 107
+    _, _, _ = await subscribe(client, "plain")
+    plain = client.get_subscription("plain")
+    with pytest.raises(ReplyError) as err:
+        await plain.publish(data=b"\x00not json")
+    assert err.value.code == 107

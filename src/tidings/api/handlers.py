@@ -150,15 +150,15 @@ def _b64(text: str) -> bytes:
         raise ErrorCode.BAD_REQUEST from None
 
 
-def _json_data(data: Raw, b64data: str) -> bytes:
-    """The publication payload: raw JSON, or base64 that must hold JSON for JSON clients."""
+def _payload(data: Raw, b64data: str) -> tuple[bytes, bool]:
+    """The publication payload and whether it is binary: raw JSON, or base64 (binary when it
+    does not hold JSON)."""
     raw = bytes(data)
     if not raw and b64data:
         raw = _b64(b64data)
         if not codec.is_json(raw):
-            # Binary payloads need the Protobuf protocol, which Tidings does not serve yet.
-            raise ReplyError(107, "bad request: b64data must hold JSON")
-    return codec.strip_newlines(raw)
+            return raw, True
+    return codec.strip_newlines(raw), False
 
 
 Handler = Callable[[bytes], Awaitable[Any]]
@@ -303,9 +303,14 @@ class ApiHandler:
             raise ReplyError(107, f"bad request: {exc}") from None
 
     async def _publish_one(
-        self, channel: str, data: bytes, req: PublishReq | BroadcastReq
+        self, channel: str, payload: tuple[bytes, bool], req: PublishReq | BroadcastReq
     ) -> dict[str, Any]:
+        data, binary = payload
         opts = self.node.rules.options(channel)
+        if binary and opts.publication_data_format != "binary":
+            # JSON subscribers could not read it: binary data is for binary channels.
+            raise ReplyError(107, "bad request: b64data that is not JSON needs a channel with "
+                                  "publication_data_format binary")
         check_data_format(opts, data)
         pub = Publication(data=Raw(data), tags=req.tags or None)
         position = await self.node.publish(
@@ -323,13 +328,13 @@ class ApiHandler:
         req = self._decode(body, PublishReq)
         if not req.channel:
             raise ErrorCode.BAD_REQUEST
-        return await self._publish_one(req.channel, _json_data(req.data, req.b64data), req)
+        return await self._publish_one(req.channel, _payload(req.data, req.b64data), req)
 
     async def broadcast(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, BroadcastReq)
         if not req.channels:
             raise ErrorCode.BAD_REQUEST
-        data = _json_data(req.data, req.b64data)
+        data = _payload(req.data, req.b64data)
         responses: list[dict[str, Any]] = []
         for channel in req.channels:
             try:

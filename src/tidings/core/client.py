@@ -33,6 +33,7 @@ from tidings.protocol.messages import (
     Publication,
     PublishRequest,
     Push,
+    Raw,
     RefreshRequest,
     RefreshResult,
     Reply,
@@ -580,9 +581,16 @@ class Client:
         channel = req.channel
         data = bytes(req.data)
         opts = self.session.need_publish_access(channel, data)
+        if opts.publication_data_format == "binary":
+            payload = Raw(data)
+        else:
+            if self.transport.codec is not codec and not codec.is_json(data):
+                # From a Protobuf client: JSON subscribers could not read it.
+                raise ReplyError(107, "bad request: data must be JSON outside binary channels")
+            payload = codec.raw(data)
         sub = self.session.subs.get(channel)
         info = self.session.client_info(sub.chan_info if sub is not None else None)
-        pub = Publication(data=codec.raw(data), info=info)
+        pub = Publication(data=payload, info=info)
         await self.node.publish(channel, pub, opts)
         self._reply(Reply(id=cmd_id, publish=EmptyResult()))
 
