@@ -219,36 +219,13 @@ async def test_protobuf_deltas_on_the_wire(srv: ServerProcess) -> None:
     from centrifuge.protocol import client_pb2 as pb
     from websockets.typing import Subprotocol
 
-    def frame(*commands: Any) -> bytes:
-        out = b""
-        for command in commands:
-            body = command.SerializeToString()
-            out += bytes([len(body)]) if len(body) < 128 else _varint(len(body))
-            out += body
-        return out
-
-    def replies(data: bytes) -> list[Any]:
-        found, pos = [], 0
-        while pos < len(data):
-            length, shift = 0, 0
-            while True:
-                byte = data[pos]
-                pos += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            reply = pb.Reply()
-            reply.ParseFromString(data[pos:pos + length])
-            found.append(reply)
-            pos += length
-        return found
+    from tests.integration.test_protobuf import delimited, replies
 
     connect = pb.Command(id=1, connect=pb.ConnectRequest(token=make_token("w")))
     sub = pb.Command(id=2, subscribe=pb.SubscribeRequest(channel="state:w", delta="fossil"))
     async with websockets.connect(srv.ws_url,
                                   subprotocols=[Subprotocol("centrifuge-protobuf")]) as ws:
-        await ws.send(frame(connect, sub))
+        await ws.send(delimited(connect, sub))
         seen: list[Any] = []
         pubs: list[Any] = []
         async with asyncio.timeout(T):
@@ -271,12 +248,3 @@ async def _binary(ws: Any) -> bytes:
     message = await ws.recv()
     assert isinstance(message, bytes), "Protobuf travels in binary frames"
     return message
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import websockets
-from centrifuge import Client, ReplyError, StreamPosition
+from centrifuge import ReplyError, StreamPosition
 from websockets.typing import Subprotocol
 
 from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
@@ -30,11 +30,7 @@ T = 5.0 * TIMEOUT_FACTOR
 
 class PbClients(Clients):
     def new(self, srv: ServerProcess, token: str = "", **kwargs: Any) -> tuple[Any, ClientEvents]:
-        events = ClientEvents()
-        client = Client(srv.ws_url, events=events, token=token, proxy=None, use_protobuf=True,
-                        **kwargs)
-        self.created.append((client, events))
-        return client, events
+        return super().new(srv, token, use_protobuf=True, **kwargs)
 
 
 @pytest.fixture
@@ -136,7 +132,8 @@ async def test_protobuf_recovery_position_from_get_state(
     assert [json.loads(p.data) for p in got] == [2, 3]
 
 
-def _delimited(*messages: Any) -> bytes:
+def delimited(*messages: Any) -> bytes:
+    """Protobuf messages, each with its varint length prefix (a frame or request body)."""
     out = b""
     for message in messages:
         body = message.SerializeToString()
@@ -151,7 +148,8 @@ def _delimited(*messages: Any) -> bytes:
     return out
 
 
-def _replies(data: bytes) -> list[Any]:
+def replies(data: bytes) -> list[Any]:
+    """The varint-delimited Protobuf Replies of ``data``."""
     from centrifuge.protocol import client_pb2 as pbm
 
     found, pos = [], 0
@@ -180,7 +178,7 @@ async def test_protobuf_over_http_streaming_emulation(
     octets = {"Content-Type": "application/octet-stream"}
     connect = pbm.Command(id=1, connect=pbm.ConnectRequest(token=make_token("hp")))
     async with aiohttp.ClientSession() as http, http.post(
-        f"{srv.http_url}/connection/http_stream", data=_delimited(connect), headers=octets,
+        f"{srv.http_url}/connection/http_stream", data=delimited(connect), headers=octets,
     ) as stream:
         assert stream.status == 200
         assert stream.headers["Content-Type"] == "application/octet-stream"
@@ -192,20 +190,20 @@ async def test_protobuf_over_http_streaming_emulation(
                 buffer += await stream.content.readany()
             # whole messages only: the varint prefix tells
             try:
-                found = _replies(buffer)
+                found = replies(buffer)
             except Exception:
                 return []
             buffer = b""
             return found
 
-        replies: list[Any] = []
-        while not replies:
-            replies = await next_replies()
-        result = replies[0].connect
+        first: list[Any] = []
+        while not first:
+            first = await next_replies()
+        result = first[0].connect
         assert result.session and result.node
         subscribe = pbm.Command(id=2, subscribe=pbm.SubscribeRequest(channel="hp"))
         request = pbm.EmulationRequest(session=result.session, node=result.node,
-                                       data=_delimited(subscribe))
+                                       data=delimited(subscribe))
         async with http.post(f"{srv.http_url}/emulation", data=request.SerializeToString(),
                              headers=octets) as resp:
             assert resp.status == 204
