@@ -20,6 +20,7 @@ import aiohttp
 from centrifuge import Client, ClientEventHandler, SubscriptionEventHandler, SubscriptionState
 
 from tests.conftest import BASE_CONFIG, TIMEOUT_FACTOR, ServerProcess, deep_merge, make_token
+from tests.integration.test_centrifuge_python import next_item
 from tests.redisproc import RedisServer
 
 __all__ = [
@@ -98,20 +99,6 @@ async def eventually(
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(interval)
-
-
-async def next_item(
-    queue: asyncio.Queue[Any], pred: Callable[[Any], bool] = lambda _: True, within: float = T
-) -> Any:
-    """The next queued event matching ``pred`` (others are dropped), within ``within`` s."""
-
-    async def take() -> Any:
-        while True:
-            item = await queue.get()
-            if pred(item):
-                return item
-
-    return await asyncio.wait_for(take(), within)
 
 
 async def api(

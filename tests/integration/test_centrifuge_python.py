@@ -31,8 +31,10 @@ from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
 T = 5.0 * TIMEOUT_FACTOR
 
 
-async def next_item(queue: asyncio.Queue[Any], pred: Callable[[Any], bool] = lambda _: True) -> Any:
-    """The next queued event matching ``pred`` (others are dropped), within T seconds."""
+async def next_item(
+    queue: asyncio.Queue[Any], pred: Callable[[Any], bool] = lambda _: True, within: float = T
+) -> Any:
+    """The next queued event matching ``pred`` (others are dropped), within ``within`` s."""
 
     async def take() -> Any:
         while True:
@@ -40,7 +42,7 @@ async def next_item(queue: asyncio.Queue[Any], pred: Callable[[Any], bool] = lam
             if pred(item):
                 return item
 
-    return await asyncio.wait_for(take(), T)
+    return await asyncio.wait_for(take(), within)
 
 
 async def api(srv: ServerProcess, method: str, payload: dict[str, Any]) -> dict[str, Any]:
