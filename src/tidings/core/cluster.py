@@ -119,15 +119,17 @@ class Cluster:
             else:
                 log.warning("unknown control operation %r from node %s", msg.op, msg.from_)
 
-    def live_nodes(self) -> dict[str, dict[str, Any]]:
-        """Every node's latest info, this one's fresh."""
+    def other_nodes(self) -> dict[str, dict[str, Any]]:
+        """The other nodes heard from within NODE_INFO_TTL, with their latest info."""
         now = time.monotonic()
         for uid, (expires, _) in list(self.nodes.items()):
             if expires < now:
                 del self.nodes[uid]
-        result = {uid: info for uid, (_, info) in self.nodes.items()}
-        result[self.node.id] = self.node.info()
-        return result
+        return {uid: info for uid, (_, info) in self.nodes.items()}
+
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        """Every node's latest info, this one's fresh."""
+        return {**self.other_nodes(), self.node.id: self.node.info()}
 
     def is_live(self, node_id: str) -> bool:
         """Another node heard from within NODE_INFO_TTL (cheap: no info is built)."""
@@ -138,7 +140,7 @@ class Cluster:
         """Ask every node (this one included) and collect the answers; nodes that do not
         answer within ``SURVEY_TIMEOUT`` are left out (logged)."""
         answers: list[Any] = [await self.survey_handlers[kind](params)]
-        others = {uid for uid in self.live_nodes() if uid != self.node.id}
+        others = set(self.other_nodes())  # no need to build this node's info
         if not others:
             return answers
         survey = _Survey(others, self.node.loop.create_future())

@@ -46,8 +46,8 @@ class Shared:
     made on first use: in full with ``data`` as a JSON string, and as a fossil delta against
     the channel's previous publication (``prev``) when the publish asked for delta."""
 
-    __slots__ = ("_delta", "_delta_pb", "_full", "_pb", "channel", "frames", "payload", "prev",
-                 "pub", "push", "wants_delta")
+    __slots__ = ("_delta", "_delta_pb", "_full", "_patch_bytes", "_pb", "channel", "frames",
+                 "payload", "prev", "pub", "push", "wants_delta")
 
     def __init__(
         self, payload: bytes, channel: str = "", pub: Publication | None = None,
@@ -64,6 +64,7 @@ class Shared:
         self._full: bytes | None = None
         self._delta: bytes | None = None
         self._delta_pb: bytes | None = None
+        self._patch_bytes: bytes | None = None
 
     def framed(self, kind: int, frame: Callable[[bytes], bytes]) -> bytes:
         data = self.frames[kind]
@@ -99,40 +100,44 @@ class Shared:
             return self.delta_pb()
         return self.delta_string()
 
-    def delta_pb(self) -> bytes | None:
-        """Protobuf: the raw delta bytes as data (PROTOCOL.md §6.6)."""
+    def _patch(self) -> bytes | None:
+        """The fossil delta of this publication against ``prev`` (computed once for both
+        protocols), or None when the publisher did not ask for delta or it is not smaller."""
         pub, prev = self.pub, self.prev
         if pub is None or prev is None or not self.wants_delta:
             return None
-        if self._delta_pb is None:
+        if self._patch_bytes is None:
             data = bytes(pub.data)
             patch = create_delta(prev, data)
-            if len(patch) >= len(data):
-                self._delta_pb = b""
-            else:
-                delta_pub = Publication(data=Raw(patch), info=pub.info, offset=pub.offset,
-                                        tags=pub.tags, delta=True)
-                self._delta_pb = pbcodec.encode_push(Push(channel=self.channel, pub=delta_pub))
+            self._patch_bytes = patch if len(patch) < len(data) else b""
+        return self._patch_bytes or None
+
+    def _delta_pub(self, data: bytes) -> Push:
+        pub = self.pub
+        assert pub is not None
+        return Push(channel=self.channel, pub=Publication(
+            data=Raw(data), info=pub.info, offset=pub.offset, tags=pub.tags, delta=True,
+        ))
+
+    def delta_pb(self) -> bytes | None:
+        """Protobuf: the raw delta bytes as data (PROTOCOL.md §6.6)."""
+        if self._delta_pb is None:
+            patch = self._patch()
+            self._delta_pb = pbcodec.encode_push(self._delta_pub(patch)) if patch else b""
         return self._delta_pb or None
 
     def delta_string(self) -> bytes | None:
-        """The delta encoding, or None when there is none worth sending."""
-        pub, prev = self.pub, self.prev
-        if pub is None or prev is None or not self.wants_delta:
-            return None
+        """JSON: the delta as a JSON string (PROTOCOL.md §6.6), or None when there is none
+        worth sending (also when the patch is not valid UTF-8 text)."""
         if self._delta is None:
-            data = bytes(pub.data)
-            patch = create_delta(prev, data)
+            patch = self._patch()
             try:
-                text = patch.decode("utf-8")  # sent as a JSON string (PROTOCOL.md §6.6)
+                text = patch.decode("utf-8") if patch else ""
             except UnicodeDecodeError:
                 text = ""
-            if not text or len(patch) >= len(data):
-                self._delta = b""
-            else:
-                delta_pub = Publication(data=Raw(_string.encode(text)), info=pub.info,
-                                        offset=pub.offset, tags=pub.tags, delta=True)
-                self._delta = codec.encode_push(Push(channel=self.channel, pub=delta_pub))
+            self._delta = (
+                codec.encode_push(self._delta_pub(_string.encode(text))) if text else b""
+            )
         return self._delta or None
 
 

@@ -512,11 +512,7 @@ class Shard:
             for i in range(0, len(channels), 256):
                 proto.send(b"SUBSCRIBE", *channels[i : i + 256])
             # PONG comes after every subscribe confirmation: the subscriptions are in effect.
-            self._pong = asyncio.get_running_loop().create_future()
-            proto.send(b"PING")
-            try:
-                await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
-            except TimeoutError:
+            if not await self._ping(proto):
                 log.warning("redis %s: pub/sub subscribe timed out (retrying)", self.name)
                 proto.abort()
                 self._proto = None
@@ -550,10 +546,16 @@ class Shard:
             done, _ = await asyncio.wait([proto.closed], timeout=interval)
             if done:
                 return
-            self._pong = asyncio.get_running_loop().create_future()
-            proto.send(b"PING")
-            try:
-                await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
-            except TimeoutError:
+            if not await self._ping(proto):
                 log.warning("redis %s: pub/sub connection does not answer PING", self.name)
                 return
+
+    async def _ping(self, proto: PubSubProtocol) -> bool:
+        """PING and wait for the PONG (it follows every reply to what was sent before)."""
+        self._pong = asyncio.get_running_loop().create_future()
+        proto.send(b"PING")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._pong), self.cfg.io_timeout)
+        except TimeoutError:
+            return False
+        return True
