@@ -76,6 +76,7 @@ class Transport(Protocol):
     name: str
     bidirectional: bool
     separator: bytes  # between messages in one frame: b"\n" (JSON) or b"" (Protobuf)
+    emulation: bool  # commands arrive via POST /emulation (HTTP-streaming, SSE)
 
     @property
     def codec(self) -> ModuleType:
@@ -390,7 +391,7 @@ class Client:
             result.pong = self.transport.bidirectional and cfg.pong_timeout > 0
         if cfg.connect_include_server_time:
             result.time = int(now * 1000)
-        if self.transport.name in ("http_stream", "sse", "http_stream_protobuf"):
+        if self.transport.emulation:
             # Emulation: the client posts its commands to /emulation naming these two.
             self.emulation_session = node.open_emulation_session(self)
             result.session = self.emulation_session

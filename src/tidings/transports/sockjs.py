@@ -68,6 +68,7 @@ class SockJSSession:
     bidirectional = True
     codec = codec
     separator = b"\n"
+    emulation = False
     frame = staticmethod(_frame)
 
     def __init__(self, sessions: SockJSSessions, sid: str) -> None:

@@ -91,12 +91,13 @@ _KINDS: dict[str, tuple[int, bool, Callable[[bytes], bytes]]] = {
 class StreamTransport:
     """A client on a streaming HTTP response (the HTTP connection is dedicated to it)."""
 
-    __slots__ = ("_closing", "_transport", "bidirectional", "client", "codec", "frame", "kind",
-                 "name", "separator",
+    __slots__ = ("_closing", "_transport", "bidirectional", "client", "codec", "emulation",
+                 "frame", "kind", "name", "separator",
                  "write")
 
     def __init__(self, node: Node, transport: asyncio.Transport, name: str) -> None:
         self.kind, self.bidirectional, self.frame = _KINDS[name]
+        self.emulation = self.bidirectional  # the bidirectional streams are the emulation
         protobuf = name.endswith("_protobuf")
         self.codec: ModuleType = pbcodec if protobuf else codec
         self.separator = b"" if protobuf else b"\n"

@@ -35,6 +35,7 @@ class WebSocketTransport:
     bidirectional = True
     codec = codec
     separator = b"\n"
+    emulation = False
 
     __slots__ = ("_closing", "_parser", "_transport", "client", "write")
 
