@@ -6,12 +6,18 @@ code the server sends has exactly one home: this module.
 
 Disconnect ranges: 3000-3499 and 4000-4499 make clients reconnect, 3500-3999 and 4500-4999 are
 terminal.
+
+Every registry entry (``ErrorCode.X``, ``Disconnect.X``) gives a **new** exception object on each
+access. An exception object raised twice keeps the first raise's traceback and appends the
+second's: a shared instance raised once per refused command would keep every raising frame (and
+the client, transport and request bytes they reference) alive for the life of the process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 __all__ = [
     "Disconnect",
@@ -20,6 +26,28 @@ __all__ = [
     "ReplyError",
     "Unsubscribe",
 ]
+
+E = TypeVar("E")
+
+
+class _Fresh(Generic[E]):
+    """A class attribute that builds a new ``E`` on every access (see the module docstring)."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], E]) -> None:
+        self._make = make
+
+    def __get__(self, obj: object, owner: type | None = None) -> E:
+        return self._make()
+
+
+def _reply(code: int, message: str, temporary: bool = False) -> _Fresh[ReplyError]:
+    return _Fresh(lambda: ReplyError(code, message, temporary))
+
+
+def _disconnect(code: int, reason: str) -> _Fresh[Disconnect]:
+    return _Fresh(lambda: Disconnect(code, reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +63,19 @@ class ReplyError(Exception):
 
 
 class ErrorCode:
-    INTERNAL = ReplyError(100, "internal server error", temporary=True)
-    UNAUTHORIZED = ReplyError(101, "unauthorized")
-    UNKNOWN_CHANNEL = ReplyError(102, "unknown channel")
-    PERMISSION_DENIED = ReplyError(103, "permission denied")
-    METHOD_NOT_FOUND = ReplyError(104, "method not found")
-    ALREADY_SUBSCRIBED = ReplyError(105, "already subscribed")
-    LIMIT_EXCEEDED = ReplyError(106, "limit exceeded")
-    BAD_REQUEST = ReplyError(107, "bad request")
-    NOT_AVAILABLE = ReplyError(108, "not available")
-    TOKEN_EXPIRED = ReplyError(109, "token expired")
-    EXPIRED = ReplyError(110, "expired")
-    TOO_MANY_REQUESTS = ReplyError(111, "too many requests", temporary=True)
-    UNRECOVERABLE_POSITION = ReplyError(112, "unrecoverable position")
+    INTERNAL = _reply(100, "internal server error", True)
+    UNAUTHORIZED = _reply(101, "unauthorized")
+    UNKNOWN_CHANNEL = _reply(102, "unknown channel")
+    PERMISSION_DENIED = _reply(103, "permission denied")
+    METHOD_NOT_FOUND = _reply(104, "method not found")
+    ALREADY_SUBSCRIBED = _reply(105, "already subscribed")
+    LIMIT_EXCEEDED = _reply(106, "limit exceeded")
+    BAD_REQUEST = _reply(107, "bad request")
+    NOT_AVAILABLE = _reply(108, "not available")
+    TOKEN_EXPIRED = _reply(109, "token expired")
+    EXPIRED = _reply(110, "expired")
+    TOO_MANY_REQUESTS = _reply(111, "too many requests", True)
+    UNRECOVERABLE_POSITION = _reply(112, "unrecoverable position")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,51 +92,51 @@ class Disconnect(Exception):
     def __str__(self) -> str:
         return f"disconnect {self.code}: {self.reason}"
 
-    SHUTDOWN: ClassVar[Disconnect]
-    INTERNAL: ClassVar[Disconnect]
-    EXPIRED: ClassVar[Disconnect]
-    SUB_EXPIRED: ClassVar[Disconnect]
-    SLOW: ClassVar[Disconnect]
-    WRITE_ERROR: ClassVar[Disconnect]
-    INSUFFICIENT_STATE: ClassVar[Disconnect]
-    FORCE_RECONNECT: ClassVar[Disconnect]
-    NO_PONG: ClassVar[Disconnect]
-    TOO_MANY_REQUESTS: ClassVar[Disconnect]
-    INVALID_TOKEN: ClassVar[Disconnect]
-    BAD_REQUEST: ClassVar[Disconnect]
-    STALE: ClassVar[Disconnect]
-    FORCE_DISCONNECT: ClassVar[Disconnect]
-    CONNECTION_LIMIT: ClassVar[Disconnect]
-    CHANNEL_LIMIT: ClassVar[Disconnect]
-    INAPPROPRIATE_PROTOCOL: ClassVar[Disconnect]
-    PERMISSION_DENIED: ClassVar[Disconnect]
-    NOT_AVAILABLE: ClassVar[Disconnect]
-    TOO_MANY_ERRORS: ClassVar[Disconnect]
-    MESSAGE_SIZE_LIMIT: ClassVar[Disconnect]
+    SHUTDOWN: ClassVar[_Fresh[Disconnect]]
+    INTERNAL: ClassVar[_Fresh[Disconnect]]
+    EXPIRED: ClassVar[_Fresh[Disconnect]]
+    SUB_EXPIRED: ClassVar[_Fresh[Disconnect]]
+    SLOW: ClassVar[_Fresh[Disconnect]]
+    WRITE_ERROR: ClassVar[_Fresh[Disconnect]]
+    INSUFFICIENT_STATE: ClassVar[_Fresh[Disconnect]]
+    FORCE_RECONNECT: ClassVar[_Fresh[Disconnect]]
+    NO_PONG: ClassVar[_Fresh[Disconnect]]
+    TOO_MANY_REQUESTS: ClassVar[_Fresh[Disconnect]]
+    INVALID_TOKEN: ClassVar[_Fresh[Disconnect]]
+    BAD_REQUEST: ClassVar[_Fresh[Disconnect]]
+    STALE: ClassVar[_Fresh[Disconnect]]
+    FORCE_DISCONNECT: ClassVar[_Fresh[Disconnect]]
+    CONNECTION_LIMIT: ClassVar[_Fresh[Disconnect]]
+    CHANNEL_LIMIT: ClassVar[_Fresh[Disconnect]]
+    INAPPROPRIATE_PROTOCOL: ClassVar[_Fresh[Disconnect]]
+    PERMISSION_DENIED: ClassVar[_Fresh[Disconnect]]
+    NOT_AVAILABLE: ClassVar[_Fresh[Disconnect]]
+    TOO_MANY_ERRORS: ClassVar[_Fresh[Disconnect]]
+    MESSAGE_SIZE_LIMIT: ClassVar[_Fresh[Disconnect]]
 
 
-Disconnect.SHUTDOWN = Disconnect(3001, "shutdown")
-Disconnect.INTERNAL = Disconnect(3004, "internal server error")
-Disconnect.EXPIRED = Disconnect(3005, "connection expired")
-Disconnect.SUB_EXPIRED = Disconnect(3006, "subscription expired")
-Disconnect.SLOW = Disconnect(3008, "slow")
-Disconnect.WRITE_ERROR = Disconnect(3009, "write error")
-Disconnect.INSUFFICIENT_STATE = Disconnect(3010, "insufficient state")
-Disconnect.FORCE_RECONNECT = Disconnect(3011, "force reconnect")
-Disconnect.NO_PONG = Disconnect(3012, "no pong")
-Disconnect.TOO_MANY_REQUESTS = Disconnect(3013, "too many requests")
-Disconnect.INVALID_TOKEN = Disconnect(3500, "invalid token")
-Disconnect.BAD_REQUEST = Disconnect(3501, "bad request")
-Disconnect.STALE = Disconnect(3502, "stale")
-Disconnect.FORCE_DISCONNECT = Disconnect(3503, "force disconnect")
-Disconnect.CONNECTION_LIMIT = Disconnect(3504, "connection limit")
-Disconnect.CHANNEL_LIMIT = Disconnect(3505, "channel limit")
-Disconnect.INAPPROPRIATE_PROTOCOL = Disconnect(3506, "inappropriate protocol")
-Disconnect.PERMISSION_DENIED = Disconnect(3507, "permission denied")
-Disconnect.NOT_AVAILABLE = Disconnect(3508, "not available")
-Disconnect.TOO_MANY_ERRORS = Disconnect(3509, "too many errors")
+Disconnect.SHUTDOWN = _disconnect(3001, "shutdown")
+Disconnect.INTERNAL = _disconnect(3004, "internal server error")
+Disconnect.EXPIRED = _disconnect(3005, "connection expired")
+Disconnect.SUB_EXPIRED = _disconnect(3006, "subscription expired")
+Disconnect.SLOW = _disconnect(3008, "slow")
+Disconnect.WRITE_ERROR = _disconnect(3009, "write error")
+Disconnect.INSUFFICIENT_STATE = _disconnect(3010, "insufficient state")
+Disconnect.FORCE_RECONNECT = _disconnect(3011, "force reconnect")
+Disconnect.NO_PONG = _disconnect(3012, "no pong")
+Disconnect.TOO_MANY_REQUESTS = _disconnect(3013, "too many requests")
+Disconnect.INVALID_TOKEN = _disconnect(3500, "invalid token")
+Disconnect.BAD_REQUEST = _disconnect(3501, "bad request")
+Disconnect.STALE = _disconnect(3502, "stale")
+Disconnect.FORCE_DISCONNECT = _disconnect(3503, "force disconnect")
+Disconnect.CONNECTION_LIMIT = _disconnect(3504, "connection limit")
+Disconnect.CHANNEL_LIMIT = _disconnect(3505, "channel limit")
+Disconnect.INAPPROPRIATE_PROTOCOL = _disconnect(3506, "inappropriate protocol")
+Disconnect.PERMISSION_DENIED = _disconnect(3507, "permission denied")
+Disconnect.NOT_AVAILABLE = _disconnect(3508, "not available")
+Disconnect.TOO_MANY_ERRORS = _disconnect(3509, "too many errors")
 # Not a Centrifugo disconnect: the WebSocket close code for "message too big" (RFC 6455).
-Disconnect.MESSAGE_SIZE_LIMIT = Disconnect(1009, "message size limit exceeded")
+Disconnect.MESSAGE_SIZE_LIMIT = _disconnect(1009, "message size limit exceeded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +159,6 @@ Unsubscribe.EXPIRED = Unsubscribe(2501, "subscription expired")
 class ProtocolError(Exception):
     """The peer broke the wire protocol (bad frame, bad JSON); maps to a Disconnect."""
 
-    def __init__(self, message: str, disconnect: Disconnect = Disconnect.BAD_REQUEST) -> None:
+    def __init__(self, message: str, disconnect: Disconnect | None = None) -> None:
         super().__init__(message)
-        self.disconnect = disconnect
+        self.disconnect = disconnect if disconnect is not None else Disconnect.BAD_REQUEST
