@@ -164,6 +164,11 @@ def _payload(data: Raw, b64data: str) -> tuple[bytes, bool]:
 Handler = Callable[[bytes], Awaitable[Any]]
 
 
+def _bad_request(exc: Exception) -> tuple[int, bytes]:
+    problem = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    return 400, f"Bad Request: {problem}\n".encode()
+
+
 class ApiHandler:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -217,11 +222,12 @@ class ApiHandler:
         if method == "batch":
             try:
                 batch = msgspec.json.decode(body or b"{}", type=BatchReq)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return 400, b"Bad Request"
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                return _bad_request(exc)
             return 200, _json.encode(await self._batch(batch))
-        if not self._valid_json(body):
-            return 400, b"Bad Request"
+        problem = codec.json_error(body) if body.strip() else ""
+        if problem:
+            return 400, f"Bad Request: {problem}\n".encode()
         handler = self._methods.get(method)
         if handler is None:
             err: ReplyError = ErrorCode.METHOD_NOT_FOUND
@@ -239,10 +245,6 @@ class ApiHandler:
         except EngineError as exc:
             log.warning("API call failed, engine unavailable: %s", exc)
             raise ReplyError(100, "internal server error (engine unavailable)") from None
-
-    @staticmethod
-    def _valid_json(body: bytes) -> bool:
-        return not body.strip() or codec.is_json(body)
 
     @staticmethod
     def _error_response(err: ReplyError, transport_errors: bool) -> tuple[int, bytes]:
@@ -279,8 +281,8 @@ class ApiHandler:
         lines = [line for line in body.split(b"\n") if line.strip()]
         try:
             commands = [msgspec.json.decode(line, type=LegacyCommand) for line in lines]
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return 400, b"Bad Request"
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            return _bad_request(exc)
         out: list[bytes] = []
         for cmd in commands:
             if isinstance(cmd.method, int):
@@ -301,6 +303,8 @@ class ApiHandler:
             return msgspec.json.decode(body, type=tp)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ReplyError(107, f"bad request: {exc}") from None
+        except RecursionError:
+            raise ReplyError(107, "bad request: JSON nested too deeply") from None
 
     async def _publish_one(
         self, channel: str, payload: tuple[bytes, bool], req: PublishReq | BroadcastReq

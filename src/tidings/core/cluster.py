@@ -90,7 +90,7 @@ class Cluster:
     def handle_control(self, data: bytes) -> None:
         try:
             msg = msgspec.json.decode(data, type=_ControlMessage)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             log.error("dropped a malformed control message: %s", exc)
             return
         if msg.op == "node":
@@ -180,12 +180,28 @@ class Cluster:
                 log.debug("node info not published: %s", exc)
             await asyncio.sleep(NODE_INFO_INTERVAL)
 
+    async def _refresh_user_connections(self) -> None:
+        """Re-add the counted connections (``client.user_connection_limit``) likewise."""
+        counted = [c for c in list(self.node.clients.values()) if c.counted and not c.closed]
+        engine = self.node.engine
+        for i in range(0, len(counted), 100):
+            results = await asyncio.gather(
+                *(engine.add_user_connection(c.user, c.client_id, 0) for c in counted[i:i + 100]),
+                return_exceptions=True,
+            )
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:
+                log.warning("user connection refresh: %d of %d failed: %s", len(failed),
+                            len(results), failed[0])
+                return
+
     async def refresh_presence_forever(self) -> None:
         """Re-add this node's presence entries well before they expire in the engine (a node
         that dies stops refreshing, so its clients vanish within ``presence_ttl``)."""
         interval = min(max(self.node.engine.presence_ttl / 3, 0.2), 25.0)
         while True:
             await asyncio.sleep(interval)
+            await self._refresh_user_connections()
             entries = [
                 (sub.channel, client)
                 for client in list(self.node.clients.values())

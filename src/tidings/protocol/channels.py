@@ -9,20 +9,24 @@ from __future__ import annotations
 import re
 
 from tidings.config import ChannelConfig, ChannelOptions
-from tidings.errors import ErrorCode
+from tidings.errors import ErrorCode, ReplyError
+from tidings.protocol import codec
 
 __all__ = ["ChannelRules", "check_data_format"]
 
 
 def check_data_format(opts: ChannelOptions, data: bytes) -> None:
     """``publication_data_format``: "" rejects empty data, "json_object" anything but an
-    object (raises 107). JSON validity itself is guaranteed by the JSON codec."""
+    object, and data nested deeper than ``codec.MAX_NESTING`` (raises 107). JSON validity itself
+    is guaranteed by the JSON codec."""
     if opts.publication_data_format == "binary":
         return
     if not data:
         raise ErrorCode.BAD_REQUEST
     if opts.publication_data_format == "json_object" and not data.lstrip().startswith(b"{"):
         raise ErrorCode.BAD_REQUEST
+    if codec.nesting(data) > codec.MAX_NESTING:
+        raise ReplyError(107, f"bad request: data nested deeper than {codec.MAX_NESTING} levels")
 
 
 class ChannelRules:

@@ -7,17 +7,21 @@ valid Command raises :class:`ProtocolError` (-> disconnect 3501).
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from tidings.errors import ProtocolError
 from tidings.protocol.messages import Command, ConnectRequest, Push, Raw, Reply
 
 __all__ = [
+    "MAX_NESTING",
     "decode_commands",
     "decode_connect_request",
     "encode_push",
     "encode_reply",
     "is_json",
+    "nesting",
     "strip_newlines",
 ]
 
@@ -28,6 +32,32 @@ _any_decoder = msgspec.json.Decoder()
 
 PING = b"{}"
 
+# Publication data nested deeper than this is refused (107 / HTTP 400). msgspec's decoders give
+# up near 1,000 levels *minus the caller's stack depth*, so a payload accepted at the edge could
+# fail when decoded again deeper down (Redis pub/sub, history); this bound leaves a wide margin.
+MAX_NESTING = 256
+_TOO_DEEP = "JSON nested too deeply"
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting(data: bytes) -> int:
+    """How deeply ``data`` (JSON text) nests arrays and objects. When it has at most
+    MAX_NESTING brackets in all, their count (an upper bound) is returned without a scan: the
+    usual payload costs two ``bytes.count`` calls."""
+    opened = data.count(b"[") + data.count(b"{")
+    if opened <= MAX_NESTING:
+        return opened
+    depth = deepest = 0
+    for byte in _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS):
+        if byte == 0x5B or byte == 0x7B:  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= 1
+    return deepest
+
 
 def decode_commands(frame: bytes) -> list[Command]:
     """Split a frame on newlines and decode each non-empty line as a Command."""
@@ -36,7 +66,9 @@ def decode_commands(frame: bytes) -> list[Command]:
             return [_command_decoder.decode(frame)]
         return [_command_decoder.decode(line) for line in frame.split(b"\n") if line.strip()]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"malformed command: {exc}") from exc
+        raise ProtocolError(f"malformed command: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"malformed command: {_TOO_DEEP}") from None
 
 
 def decode_connect_request(data: bytes) -> ConnectRequest:
@@ -47,7 +79,9 @@ def decode_connect_request(data: bytes) -> ConnectRequest:
     try:
         return _connect_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"malformed connect request: {exc}") from exc
+        raise ProtocolError(f"malformed connect request: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"malformed connect request: {_TOO_DEEP}") from None
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -69,12 +103,21 @@ def strip_newlines(data: bytes) -> bytes:
     return data
 
 
-def is_json(data: bytes) -> bool:
+def json_error(data: bytes) -> str:
+    """Why ``data`` is not acceptable JSON ("" if it is)."""
     try:
         _any_decoder.decode(data)
-    except msgspec.DecodeError:
-        return False
-    return True
+    except msgspec.DecodeError as exc:
+        return str(exc)
+    except RecursionError:
+        return _TOO_DEEP
+    if nesting(data) > MAX_NESTING:
+        return f"{_TOO_DEEP} (more than {MAX_NESTING} levels)"
+    return ""
+
+
+def is_json(data: bytes) -> bool:
+    return not json_error(data)
 
 
 def raw(data: bytes) -> Raw:
