@@ -9,6 +9,8 @@ import struct
 import pytest
 
 from tidings.protocol.wsframe import (
+    MAX_FRAGMENTS,
+    MAX_FRAMES_PER_FEED,
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -282,3 +284,48 @@ def test_accept_key_matches_definition() -> None:
     digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
     assert accept_key(key) == base64.b64encode(digest).decode()
     assert accept_key(key) == "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
+
+
+# ---------------------------------------------------------------- hostile input (issue 9)
+
+
+def test_too_many_fragments_close_1008() -> None:
+    p = FrameParser(65536)
+    data = client_frame(b"{", OP_TEXT, fin=False)
+    data += client_frame(b"", OP_CONT, fin=False) * MAX_FRAGMENTS
+    with pytest.raises(FrameError) as exc:
+        for _ in range(100):
+            p.feed(data)
+            data = b""
+            if not p.backlog:
+                break
+    assert exc.value.code == 1008
+
+
+def test_fragment_total_is_bounded_by_the_message_limit() -> None:
+    p = FrameParser(100)
+    data = client_frame(b"x" * 60, OP_TEXT, fin=False) + client_frame(b"y" * 60, OP_CONT)
+    with pytest.raises(FrameError) as exc:
+        p.feed(data)
+    assert exc.value.code == 1009
+
+
+def test_a_feed_parses_a_bounded_number_of_frames() -> None:
+    p = FrameParser(65536)
+    n = MAX_FRAMES_PER_FEED * 2 + 10
+    out = p.feed(client_frame(b"{}", OP_TEXT) * n)
+    assert len(out) == MAX_FRAMES_PER_FEED and p.backlog
+    out += p.feed(b"")
+    assert p.backlog
+    out += p.feed(b"")
+    assert len(out) == n and not p.backlog
+    assert all(m == (OP_TEXT, b"{}") for m in out)
+
+
+def test_a_frame_arriving_byte_by_byte() -> None:
+    p = FrameParser(65536)
+    data = client_frame(b"z" * 5000, OP_TEXT) + client_frame(b"tail", OP_TEXT)
+    out: list[tuple[int, bytes]] = []
+    for i in range(len(data)):
+        out += p.feed(data[i : i + 1])
+    assert out == [(OP_TEXT, b"z" * 5000), (OP_TEXT, b"tail")]

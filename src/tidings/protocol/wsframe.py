@@ -14,6 +14,8 @@ import hashlib
 import struct
 
 __all__ = [
+    "MAX_FRAGMENTS",
+    "MAX_FRAMES_PER_FEED",
     "OP_BINARY",
     "OP_CLOSE",
     "OP_CONT",
@@ -64,7 +66,7 @@ def build_close(code: int, reason: str) -> bytes:
     return build_frame(body, OP_CLOSE)
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
+def _unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     n = len(payload)
     if n == 0:
         return b""
@@ -74,26 +76,61 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     )
 
 
+# Per message: at most this many fragments (a storm of empty continuation frames is a cheap way
+# to make a server work hard for nothing).
+MAX_FRAGMENTS = 1024
+# Per ``feed`` call: at most this many frames are parsed; the rest waits in the buffer
+# (``backlog``) so that one read full of tiny frames cannot hold the event loop for long.
+MAX_FRAMES_PER_FEED = 256
+
+
 class FrameParser:
     """Turns bytes from a client into complete messages ``(opcode, payload)``.
 
     Data messages are reassembled from fragments; control frames (close, ping, pong) are
-    returned as they come. ``max_size`` bounds a whole message (-> close 1009)."""
+    returned as they come. ``max_size`` bounds a whole message (-> close 1009), MAX_FRAGMENTS
+    its fragments (-> 1008). Work is linear in the input: a frame still arriving is not parsed
+    again until enough bytes are there, and the fragments' total is kept as a number."""
 
-    __slots__ = ("_buf", "_frag_op", "_frags", "_max_size")
+    __slots__ = ("_buf", "_frag_op", "_frag_size", "_frags", "_max_size", "_need", "backlog")
 
     def __init__(self, max_size: int) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._need = 0  # bytes the buffered frame needs before it can be parsed
         self._max_size = max_size
         self._frags: list[bytes] | None = None
+        self._frag_size = 0
         self._frag_op = 0
+        self.backlog = False  # frames are left in the buffer: call feed(b"") again
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buf = self._buf + data if self._buf else data
+    def feed(self, data: bytes, limit: int = MAX_FRAMES_PER_FEED) -> list[tuple[int, bytes]]:
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return []
+            view: bytes | bytearray = buf
+        else:
+            view = data
         out: list[tuple[int, bytes]] = []
+        pos = self._parse(view, out, limit)
+        end = len(view)
+        if view is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += view[pos:]
+        return out
+
+    def _parse(self, buf: bytes | bytearray, out: list[tuple[int, bytes]], limit: int) -> int:
+        """Parse complete frames from ``buf`` into ``out``; returns the bytes consumed."""
         pos = 0
         end = len(buf)
+        self._need = 0
+        self.backlog = False
         while end - pos >= 2:
+            if len(out) >= limit:
+                self.backlog = True
+                break
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b0 & 0x70:
@@ -118,36 +155,43 @@ class FrameParser:
                 if n > 125 or not fin:
                     raise FrameError(1002, "invalid control frame")
             elif n > self._max_size or (
-                self._frags is not None and n + sum(map(len, self._frags)) > self._max_size
+                self._frags is not None and n + self._frag_size > self._max_size
             ):
                 raise FrameError(1009, "message too big")
             if end - hdr < 4 + n:
+                self._need = hdr + 4 + n - pos
                 break
             mask = buf[hdr : hdr + 4]
             payload = _unmask(buf[hdr + 4 : hdr + 4 + n], mask)
             pos = hdr + 4 + n
-            if opcode >= 0x8:
-                if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
-                    raise FrameError(1002, "unknown opcode")
-                out.append((opcode, payload))
-            elif opcode == OP_CONT:
-                if self._frags is None:
-                    raise FrameError(1002, "unexpected continuation frame")
-                self._frags.append(payload)
-                if fin:
-                    out.append((self._frag_op, b"".join(self._frags)))
-                    self._frags = None
-            elif opcode in (OP_TEXT, OP_BINARY):
-                if self._frags is not None:
-                    raise FrameError(1002, "expected a continuation frame")
-                if fin:
-                    out.append((opcode, payload))
-                else:
-                    self._frags = [payload]
-                    self._frag_op = opcode
-            else:
+            self._frame(opcode, fin, payload, out)
+        return pos
+
+    def _frame(self, opcode: int, fin: int, payload: bytes, out: list[tuple[int, bytes]]) -> None:
+        if opcode >= 0x8:
+            if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
                 raise FrameError(1002, "unknown opcode")
-        if pos < end and end - pos > max(self._max_size, 125) + 14:
-            raise FrameError(1009, "message too big")
-        self._buf = buf[pos:] if pos < end else b""
-        return out
+            out.append((opcode, payload))
+        elif opcode == OP_CONT:
+            frags = self._frags
+            if frags is None:
+                raise FrameError(1002, "unexpected continuation frame")
+            if len(frags) >= MAX_FRAGMENTS:
+                raise FrameError(1008, "too many fragments")
+            frags.append(payload)
+            self._frag_size += len(payload)
+            if fin:
+                out.append((self._frag_op, b"".join(frags)))
+                self._frags = None
+                self._frag_size = 0
+        elif opcode in (OP_TEXT, OP_BINARY):
+            if self._frags is not None:
+                raise FrameError(1002, "expected a continuation frame")
+            if fin:
+                out.append((opcode, payload))
+            else:
+                self._frags = [payload]
+                self._frag_size = len(payload)
+                self._frag_op = opcode
+        else:
+            raise FrameError(1002, "unknown opcode")

@@ -3,6 +3,11 @@
 Disconnects travel in the close frame (code + plain reason), never as a push (PROTOCOL.md
 §1.2). After sending a close frame we wait up to ``CLOSE_TIMEOUT`` seconds for the peer's
 close frame, then abort the TCP connection (unsent data is dropped).
+
+Reading stops (``pause_reading`` on the socket) while the frame parser has a backlog (one read
+held more frames than it parses at once: the rest is parsed on the next loop iteration) or while
+the client's inbox is full. Pings are answered once per read (RFC 6455 §5.5.3 allows answering
+only the latest), and the pong bytes count against the client's queue limit.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ log = logging.getLogger("tidings.websocket")
 
 CLOSE_TIMEOUT = 5.0
 KIND_WEBSOCKET_JSON = 0
+_BACKLOG, _INBOX = 1, 2  # why reading is paused
 
 
 class WebSocketTransport:
@@ -37,7 +43,7 @@ class WebSocketTransport:
     separator = b"\n"
     emulation = False
 
-    __slots__ = ("_closing", "_parser", "_transport", "client", "write")
+    __slots__ = ("_closing", "_held", "_parser", "_transport", "client", "write")
 
     def __init__(self, node: Node, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -45,6 +51,7 @@ class WebSocketTransport:
         self.write: Callable[[bytes], None] = transport.write
         self._parser = wsframe.FrameParser(node.config.websocket.message_size_limit)
         self._closing = False
+        self._held = 0  # _BACKLOG | _INBOX: reading is paused while non-zero
         self.client: Client = node.new_client(self)
 
     # ---------------------------------------------------------------- Transport interface
@@ -67,6 +74,34 @@ class WebSocketTransport:
 
     # ---------------------------------------------------------------- from the HTTP protocol
 
+    def pause_reading(self) -> None:
+        self._hold(_INBOX)
+
+    def resume_reading(self) -> None:
+        self._release(_INBOX)
+
+    def _hold(self, reason: int) -> None:
+        if not self._held and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._held |= reason
+
+    def _release(self, reason: int) -> None:
+        if not self._held & reason:
+            return
+        self._held &= ~reason
+        if reason == _INBOX and self._parser.backlog:
+            self._held |= _BACKLOG
+            asyncio.get_running_loop().call_soon(self._parse_backlog)
+        if not self._held and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def _parse_backlog(self) -> None:
+        if self._held == _BACKLOG and not self._closing:
+            self._held = 0
+            self.data_received(b"")
+            if not self._held and not self._transport.is_closing():
+                self._transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._parser.feed(data)
@@ -81,13 +116,13 @@ class WebSocketTransport:
             # §7.1.7) once the close frame is flushed, instead of waiting for the peer's reply.
             self._transport.close()
             return
+        ping: bytes | None = None
         for opcode, payload in messages:
             if opcode == wsframe.OP_TEXT or opcode == wsframe.OP_BINARY:
                 if not self._closing:
                     self.client.feed(payload)
             elif opcode == wsframe.OP_PING:
-                if not self._closing:
-                    self._transport.write(wsframe.build_frame(payload, wsframe.OP_PONG))
+                ping = payload
             elif opcode == wsframe.OP_CLOSE:
                 if not self._closing:
                     # The peer closes first: echo its close frame (RFC 6455 §5.5.1).
@@ -96,6 +131,12 @@ class WebSocketTransport:
                     self.client.connection_lost()
                 self._transport.close()
                 return
+        if ping is not None and not self._closing:
+            self._transport.write(wsframe.build_frame(ping, wsframe.OP_PONG))
+            self.client.check_queue()
+        if self._parser.backlog and not self._held & _BACKLOG:
+            self._hold(_BACKLOG)
+            asyncio.get_running_loop().call_soon(self._parse_backlog)
 
     def connection_lost(self) -> None:
         self.client.connection_lost()
