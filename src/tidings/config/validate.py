@@ -1,0 +1,167 @@
+"""Cross-field checks msgspec's type validation cannot express; each error names its key."""
+
+from __future__ import annotations
+
+import re
+
+from tidings.config.schema import (
+    ChannelOptions,
+    CommandRateLimit,
+    Config,
+    ConfigError,
+    RateRule,
+    RedisConfig,
+)
+
+__all__ = ["lint", "validate"]
+
+_NAMESPACE_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]{2,}$")
+
+
+def _validate_options(opts: ChannelOptions, where: str) -> None:
+    if opts.history_size < 0:
+        raise ConfigError(f"invalid value for '{where}.history_size': must be >= 0")
+    if (opts.history_size > 0) != (opts.history_ttl > 0):
+        raise ConfigError(
+            f"'{where}.history_size' and '{where}.history_ttl' must be set together"
+        )
+    if (opts.force_recovery or opts.force_positioning) and not opts.history_enabled:
+        raise ConfigError(f"'{where}.force_recovery/force_positioning' need history enabled")
+    if opts.force_recovery_mode == "cache":
+        raise ConfigError(f"'{where}.force_recovery_mode': cache mode is not supported yet "
+                          "(use stream)")
+    if opts.force_recovery_mode != "stream":
+        raise ConfigError(f"invalid value for '{where}.force_recovery_mode': stream or cache")
+    for delta in opts.allowed_delta_types:
+        if delta != "fossil":
+            raise ConfigError(f"invalid value in '{where}.allowed_delta_types': {delta!r}")
+    if opts.publication_data_format not in ("", "json", "json_object", "binary"):
+        raise ConfigError(f"invalid value for '{where}.publication_data_format'")
+    if opts.channel_regex:
+        try:
+            re.compile(opts.channel_regex)
+        except re.error as exc:
+            raise ConfigError(f"invalid value for '{where}.channel_regex': {exc}") from exc
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _validate_redis(cfg: RedisConfig, where: str) -> None:
+    if cfg.cluster_address and cfg.sentinel_address:
+        raise ConfigError(f"'{where}': cluster_address and sentinel_address exclude each other")
+    if cfg.sentinel_address and not cfg.sentinel_master_name:
+        raise ConfigError(f"'{where}.sentinel_master_name' is required with sentinel_address")
+    if not (cfg.address or cfg.cluster_address or cfg.sentinel_address):
+        raise ConfigError(f"'{where}.address' must list at least one Redis address")
+    for key, addresses in (("address", cfg.address), ("cluster_address", cfg.cluster_address)):
+        for address in addresses:
+            if "://" in address and not address.startswith(_REDIS_SCHEMES):
+                raise ConfigError(f"invalid value in '{where}.{key}': {address!r} (use "
+                                  "redis://, rediss:// or unix://)")
+    if "{" in cfg.prefix or "}" in cfg.prefix:
+        raise ConfigError(f"invalid value for '{where}.prefix': no braces (Redis hash tags)")
+    if cfg.presence_ttl <= 0 or cfg.connect_timeout <= 0 or cfg.io_timeout <= 0:
+        raise ConfigError(f"'{where}': presence_ttl, connect_timeout and io_timeout must be "
+                          "positive")
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks msgspec's type validation cannot express."""
+    _validate_options(config.channel.without_namespace, "channel.without_namespace")
+    seen: set[str] = set()
+    for i, ns in enumerate(config.channel.namespaces):
+        where = f"channel.namespaces[{i}]"
+        if not _NAMESPACE_NAME_RE.fullmatch(ns.name):
+            raise ConfigError(f"invalid value for '{where}.name': {ns.name!r} must match "
+                              f"{_NAMESPACE_NAME_RE.pattern}")
+        if ns.name in seen:
+            raise ConfigError(f"duplicate namespace name {ns.name!r} in 'channel.namespaces'")
+        seen.add(ns.name)
+        _validate_options(ns, where)
+    personal = config.client.subscribe_to_user_personal_channel
+    if personal.personal_channel_namespace and personal.personal_channel_namespace not in seen:
+        raise ConfigError(
+            "'client.subscribe_to_user_personal_channel.personal_channel_namespace' names an "
+            f"unknown namespace {personal.personal_channel_namespace!r}"
+        )
+    if not 0 < config.http_server.port < 65536:
+        raise ConfigError("invalid value for 'http_server.port': must be 1..65535")
+    if config.engine.type not in ("memory", "redis"):
+        raise ConfigError(
+            f"invalid value for 'engine.type': {config.engine.type!r} (available: memory, redis)"
+        )
+    if config.engine.type == "redis":
+        _validate_redis(config.engine.redis, "engine.redis")
+    if config.presence_manager.enabled:
+        if config.presence_manager.type != "redis":
+            raise ConfigError("invalid value for 'presence_manager.type': only redis")
+        if config.engine.type != "redis":
+            raise ConfigError("'presence_manager' needs 'engine.type' redis")
+        _validate_redis(config.presence_manager.redis, "presence_manager.redis")
+    if config.client.channel_limit < 0 or config.client.queue_max_size <= 0:
+        raise ConfigError("'client.channel_limit' and 'client.queue_max_size' must be positive")
+    if config.websocket.message_size_limit <= 0:
+        raise ConfigError("'websocket.message_size_limit' must be positive")
+    _validate_http(config)
+    _validate_rate_limits(config)
+    if config.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "none"):
+        raise ConfigError(f"invalid value for 'log_level': {config.log_level!r}")
+
+
+def _validate_rule(rule: RateRule, where: str) -> None:
+    buckets = [(f"{where}.buckets", rule.buckets)]
+    buckets += [(f"{where}.namespace_overrides[{i}].buckets", o.buckets)
+                for i, o in enumerate(rule.namespace_overrides)]
+    buckets += [(f"{where}.method_overrides[{i}].buckets", o.buckets)
+                for i, o in enumerate(rule.method_overrides)]
+    for key, items in buckets:
+        for i, bucket in enumerate(items):
+            if bucket.interval <= 0 or bucket.rate <= 0:
+                raise ConfigError(f"'{key}[{i}]': interval and rate must be positive")
+
+
+def _validate_rate_limits(config: Config) -> None:
+    limits = config.client.rate_limit
+    commands: list[tuple[str, CommandRateLimit]] = [
+        ("client.rate_limit.client_command", limits.client_command),
+        ("client.rate_limit.user_command", limits.user_command),
+    ]
+    for where, limit in commands:
+        for name in limit.__struct_fields__:
+            rule = getattr(limit, name)
+            if isinstance(rule, RateRule):
+                _validate_rule(rule, f"{where}.{name}")
+    _validate_rule(limits.client_error.total, "client.rate_limit.client_error.total")
+    if limits.redis_user_command.enabled:
+        raise ConfigError("'client.rate_limit.redis_user_command' is not supported: use "
+                          "'client.rate_limit.user_command' (per user on each node)")
+
+
+def _validate_http(config: Config) -> None:
+    http = config.http_server
+    if http.max_header_bytes < 1024 or http.max_header_count < 8:
+        raise ConfigError("'http_server.max_header_bytes' must be >= 1024 and "
+                          "'http_server.max_header_count' >= 8")
+    if min(http.read_header_timeout, http.read_timeout, http.idle_timeout,
+           http.write_timeout) <= 0:
+        raise ConfigError("'http_server' timeouts must be positive")
+    if config.client.connection_rate_limit < 0 or config.client.connection_limit < 0:
+        raise ConfigError("'client.connection_limit' and 'client.connection_rate_limit' must "
+                          "not be negative")
+    if config.emulation.max_request_body_size <= 0:
+        raise ConfigError("'emulation.max_request_body_size' must be positive")
+
+
+def lint(config: Config) -> list[str]:
+    """Warnings for valid settings that probably do not do what was meant."""
+    warnings: list[str] = []
+    for pattern in config.client.allowed_origins:
+        rest = pattern.split("//*", 1)[1] if "//*" in pattern else ""
+        if rest and rest[0] not in ".:/":
+            warnings.append(
+                f"client.allowed_origins pattern {pattern!r}: '*' matches any characters, dots "
+                f"included, so it also admits other domains ending the same way (e.g. "
+                f"{pattern.replace('*', 'evil', 1)!r}); write '*.' to allow subdomains only"
+            )
+    return warnings
