@@ -169,3 +169,16 @@ async def test_join_leave_and_control_reach_the_handler(engine_env: EngineEnv) -
     assert engine_env.events.joins == [("j", info)]
     assert engine_env.events.leaves == [("j", info)]
     assert engine_env.events.controls == [b"ctl"]
+
+
+async def test_user_connections_are_counted_up_to_a_limit(engine_env: EngineEnv) -> None:
+    engine = engine_env.engine
+    assert await engine.add_user_connection("u", "c1", 2)
+    assert await engine.add_user_connection("u", "c2", 2)
+    assert not await engine.add_user_connection("u", "c3", 2)  # a third is refused
+    assert await engine.add_user_connection("u", "c1", 2)  # a counted one refreshes
+    assert await engine.add_user_connection("other", "c9", 2)  # users are counted apart
+    await engine.remove_user_connection("u", "c1")
+    assert await engine.add_user_connection("u", "c3", 2)
+    assert not await engine.add_user_connection("u", "c4", 2)
+    assert await engine.add_user_connection("u", "c4", 0)  # limit 0: counted unconditionally

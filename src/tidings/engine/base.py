@@ -130,6 +130,15 @@ class PresenceManager(Protocol):
 
     async def presence_stats(self, channel: str) -> PresenceStats: ...
 
+    async def add_user_connection(self, user: str, client_id: str, limit: int) -> bool:
+        """Count ``client_id`` among ``user``'s connections, cluster-wide, unless ``limit``
+        (> 0) others are counted already: then nothing changes and the answer is False.
+        Re-adding a counted connection always succeeds (it refreshes the entry, which expires
+        like presence, after ``presence_ttl``, unless re-added)."""
+        ...
+
+    async def remove_user_connection(self, user: str, client_id: str) -> None: ...
+
 
 class Engine(Broker, PresenceManager, Protocol):
     """An engine is a broker plus a presence manager, started and closed with the node."""

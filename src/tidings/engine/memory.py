@@ -57,6 +57,7 @@ class MemoryEngine:
         self._idempotency: dict[tuple[str, str], tuple[float, StreamPosition]] = {}
         self._presence: dict[str, dict[str, ClientInfo]] = {}
         self._users: dict[str, Counter[str]] = {}
+        self._connections: dict[str, set[str]] = {}  # user -> client ids
         self._sweeper: asyncio.Task[None] | None = None
         self.idempotency_ttl = IDEMPOTENCY_TTL
 
@@ -212,6 +213,20 @@ class MemoryEngine:
     async def presence_stats(self, channel: str) -> PresenceStats:
         clients = self._presence.get(channel, {})
         return PresenceStats(len(clients), len(self._users.get(channel, ())))
+
+    async def add_user_connection(self, user: str, client_id: str, limit: int) -> bool:
+        clients = self._connections.setdefault(user, set())
+        if client_id not in clients and 0 < limit <= len(clients):
+            return False
+        clients.add(client_id)
+        return True
+
+    async def remove_user_connection(self, user: str, client_id: str) -> None:
+        clients = self._connections.get(user)
+        if clients is not None:
+            clients.discard(client_id)
+            if not clients:
+                del self._connections[user]
 
 
 _: type[Engine] = MemoryEngine

@@ -343,5 +343,18 @@ class RedisEngine:
         clients = await self.presence(channel)
         return PresenceStats(len(clients), len({info.user for info in clients.values()}))
 
+    async def add_user_connection(self, user: str, client_id: str, limit: int) -> bool:
+        shard = self._presence_shard(user)
+        added = await shard.call("add_user_connection", shard.script(
+            scripts.USER_CONNECTION_ADD, (self._key("uc", user),),
+            (client_id, limit, self.presence_ttl),
+        ))
+        return bool(added)
+
+    async def remove_user_connection(self, user: str, client_id: str) -> None:
+        shard = self._presence_shard(user)
+        await shard.call("remove_user_connection",
+                         shard.execute("ZREM", self._key("uc", user), client_id))
+
 
 _: type[Engine] = RedisEngine

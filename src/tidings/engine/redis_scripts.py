@@ -5,7 +5,8 @@ Keys and message formats are described in :mod:`tidings.engine.redis`.
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLISH"]
+__all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLISH",
+           "USER_CONNECTION_ADD"]
 
 # KEYS: stream, meta, result. ARGV: pubsub channel, payload, size (0: no history), ttl,
 # meta_ttl, new epoch, use result key (0/1), result ttl.
@@ -103,5 +104,22 @@ return redis.call('hgetall', KEYS[2])
 PRESENCE_REMOVE = """
 redis.call('zrem', KEYS[1], ARGV[1])
 redis.call('hdel', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: zset of the user's connections (score: expiry time). ARGV: client id, limit (0: none),
+# ttl seconds. Returns 0 (over the limit, nothing changed) or 1.
+USER_CONNECTION_ADD = """
+local t = redis.call('time')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[2])
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+if limit > 0 and not redis.call('zscore', KEYS[1], ARGV[1])
+    and redis.call('zcard', KEYS[1]) >= limit then
+  return 0
+end
+local ttl = tonumber(ARGV[3])
+redis.call('zadd', KEYS[1], now + ttl, ARGV[1])
+redis.call('expire', KEYS[1], math.ceil(ttl))
 return 1
 """
