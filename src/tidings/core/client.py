@@ -4,6 +4,10 @@ The transport feeds frames in (``feed``) and gets framed bytes out (``Transport.
 Commands of one connection run strictly in order on one short-lived task, created when a frame
 arrives and gone when the inbox is empty (no idle task per connection). Everything a client sends
 goes through ``_pending``, written by the node's flush rounds (``Node.schedule_flush``).
+
+Input is bounded: while more than ``INBOX_PAUSE`` frames wait, the transport stops reading
+(the peer's TCP window fills, not our memory), and the command task gives the loop a turn every
+``COMMANDS_PER_TURN`` commands, so one busy connection cannot hold the others up.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from tidings.protocol.messages import (
     UnsubscribePush,
     UnsubscribeRequest,
 )
+from tidings.protocol.ratelimit import RateState
 from tidings.protocol.session import (
     ConnectDecision,
     State,
@@ -67,6 +72,14 @@ _UNI_CONNECT_ERRORS = {
 }
 
 log = logging.getLogger("tidings.client")
+
+INBOX_PAUSE = 16  # frames waiting before the transport stops reading
+INBOX_MAX_BYTES = 1 << 20  # pushed input (emulation POSTs) refused past this many waiting bytes
+COMMANDS_PER_TURN = 32  # commands run before the command task yields to the loop
+
+# Commands the operation rate limits apply to (client.rate_limit), with their request field.
+_LIMITED = frozenset(("subscribe", "unsubscribe", "publish", "history", "presence",
+                      "presence_stats", "refresh", "sub_refresh", "rpc"))
 
 
 class Transport(Protocol):
@@ -91,6 +104,12 @@ class Transport(Protocol):
 
     def buffer_size(self) -> int: ...
 
+    def pause_reading(self) -> None:
+        """Stop reading from the peer (a no-op where commands do not come from a socket)."""
+        ...
+
+    def resume_reading(self) -> None: ...
+
     def close(self, disconnect: Disconnect) -> None:
         """Tell the peer why (close frame or disconnect push) and close."""
         ...
@@ -101,12 +120,18 @@ class Client:
         "__weakref__",
         "_closed",
         "_dirty",
+        "_errors",
         "_inbox",
+        "_inbox_bytes",
         "_paused",
         "_pending",
         "_pending_bytes",
+        "_rates",
+        "_reading_held",
         "_shared",
         "_task",
+        "_turn",
+        "counted",
         "emulation_session",
         "node",
         "session",
@@ -124,7 +149,13 @@ class Client:
         self._paused = False
         self._closed = False
         self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
+        self._reading_held = False
+        self._turn = COMMANDS_PER_TURN
         self._task: asyncio.Task[None] | None = None
+        self._rates: RateState | None = None  # rate limit buckets, made on first use
+        self._errors: RateState | None = None
+        self.counted = False  # in the engine's count of its user's connections
         self.emulation_session = ""  # the secret /emulation names this connection by
         node.client_opened(self)
 
@@ -226,6 +257,13 @@ class Client:
                                          temporary=err.temporary))
         )
 
+    def check_queue(self) -> None:
+        """Bytes the transport wrote on its own (WebSocket pongs) count against
+        ``client.queue_max_size`` too: past it the client is slow (3008)."""
+        limit = self.node.config.client.queue_max_size
+        if not self._closed and self._pending_bytes + self.transport.buffer_size() > limit:
+            self._slow()
+
     def send_ping(self) -> None:
         self.enqueue(self.transport.codec.PING)
         if self.transport.bidirectional and self.node.config.client.pong_timeout > 0:
@@ -261,21 +299,37 @@ class Client:
 
     # ---------------------------------------------------------------- incoming
 
-    def feed(self, frame: bytes) -> None:
-        """A frame arrived. Commands run in order on one task per busy connection."""
+    def feed(self, frame: bytes) -> bool:
+        """A frame arrived. Commands run in order on one task per busy connection. False:
+        refused, too much input is waiting already (only pushed input, such as emulation
+        POSTs, can get there: a socket transport stops reading first)."""
         if self._closed:
-            return
+            return True
+        if self._inbox_bytes > INBOX_MAX_BYTES:
+            return False
         stats = self.node.transport_stats[self.transport.kind]
         stats[2] += 1
         stats[3] += len(frame)
-        self._inbox.append(frame)
+        inbox = self._inbox
+        inbox.append(frame)
+        self._inbox_bytes += len(frame)
+        if len(inbox) > INBOX_PAUSE and not self._reading_held:
+            self._reading_held = True
+            self.transport.pause_reading()
         if self._task is None:
             self._task = self.node.loop.create_task(self._drain())
+        return True
 
     async def _drain(self) -> None:
+        inbox = self._inbox
         try:
-            while self._inbox and not self._closed:
-                await self.handle_frame(self._inbox.popleft())
+            while inbox and not self._closed:
+                frame = inbox.popleft()
+                self._inbox_bytes -= len(frame)
+                if self._reading_held and len(inbox) <= INBOX_PAUSE // 2:
+                    self._reading_held = False
+                    self.transport.resume_reading()
+                await self.handle_frame(frame)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -283,6 +337,16 @@ class Client:
             self.close(Disconnect.INTERNAL)
         finally:
             self._task = None
+            if self._reading_held and not self._closed:
+                self._reading_held = False
+                self.transport.resume_reading()
+
+    async def _take_turn(self) -> None:
+        """Count one command; every COMMANDS_PER_TURN, let the loop run other work."""
+        self._turn -= 1
+        if self._turn <= 0:
+            self._turn = COMMANDS_PER_TURN
+            await asyncio.sleep(0)
 
     async def handle_frame(self, frame: bytes) -> None:
         if not self.transport.bidirectional:
@@ -311,6 +375,8 @@ class Client:
             except ReplyError as err:
                 if cmd.id:
                     self._reply_error(cmd.id, err)
+                if err.code != 100 and self._too_many_errors():
+                    return
             except EngineError as exc:
                 log.warning("client %s: command failed, engine unavailable: %s",
                             self.client_id, exc)
@@ -319,11 +385,40 @@ class Client:
                     return
                 if cmd.id:
                     self._reply_error(cmd.id, ErrorCode.INTERNAL)
+            await self._take_turn()
+
+    def _too_many_errors(self) -> bool:
+        """``client.rate_limit.client_error``: count an error reply; past the limit the client
+        is disconnected with 3509 (terminal)."""
+        limits = self.node.limits
+        if not limits.errors.enabled:
+            return False
+        if self._errors is None:
+            self._errors = {}
+        if limits.allow_error(self._errors, time.monotonic()):
+            return False
+        log.info("client %s (user %r) caused too many errors", self.client_id, self.user)
+        self.close(Disconnect.TOO_MANY_ERRORS)
+        return True
+
+    def _check_rate(self, method: str, cmd: Command) -> None:
+        """``client.rate_limit``: raise 111 when this command is over its rate."""
+        request = getattr(cmd, method)
+        channel: str = getattr(request, "channel", "")
+        namespace = self.node.rules.namespace_of(channel)[0] if channel else ""
+        rpc_method: str = getattr(request, "method", "") if method == "rpc" else ""
+        if self._rates is None:
+            self._rates = {}
+        if not self.node.limits.allow_command(self._rates, self.user, method, time.monotonic(),
+                                              namespace=namespace, rpc_method=rpc_method):
+            raise ErrorCode.TOO_MANY_REQUESTS
 
     async def handle_command(self, cmd: Command) -> None:
         method = self.session.check_command(cmd)
         if method == "pong":
             return
+        if self.node.limits.commands and method in _LIMITED:
+            self._check_rate(method, cmd)
         now = time.time()
         if method == "connect":
             assert cmd.connect is not None
@@ -372,13 +467,17 @@ class Client:
         then finishes the subscriptions."""
         node = self.node
         decision: ConnectDecision = self.session.decide_connect(req, now)
-        limit = node.config.client.connection_limit
-        if limit and len(node.clients) >= limit:
-            raise Disconnect.CONNECTION_LIMIT
-        user_limit = node.config.client.user_connection_limit
-        if user_limit and decision.user and len(node.users.get(decision.user, ())) >= user_limit:
+        user = decision.user
+        if not node.limits.allow_connect(user, time.monotonic()):
             self.session.state = State.FAILED
-            raise ErrorCode.LIMIT_EXCEEDED
+            raise ErrorCode.TOO_MANY_REQUESTS
+        user_limit = node.limits.user_connection_limit
+        if user_limit and user:
+            # Cluster-wide with a distributed engine (Centrifugo counts per node).
+            if not await node.engine.add_user_connection(user, self.client_id, user_limit):
+                log.info("connection limit of user %r reached (%d)", user, user_limit)
+                raise Disconnect.CONNECTION_LIMIT
+            self.counted = True
         self.session.connected(decision)
         node.client_connected(self)
         cfg = node.config.client

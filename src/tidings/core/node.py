@@ -13,11 +13,13 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import random
+import resource
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from tidings import __version__
@@ -25,6 +27,7 @@ from tidings.config import ChannelOptions, Config
 from tidings.core.client import Client, ProtobufClient, Transport
 from tidings.core.cluster import Cluster
 from tidings.core.hub import ChannelSubscribers, Hub, Shared
+from tidings.core.limits import Limits
 from tidings.engine.base import Engine, EngineError, HistoryOptions
 from tidings.engine.memory import MemoryEngine
 from tidings.errors import Disconnect, ErrorCode, Unsubscribe
@@ -47,6 +50,15 @@ __all__ = ["Node"]
 log = logging.getLogger("tidings.node")
 
 _STALE, _EXPIRE, _SUB_EXPIRE, _PONG = range(4)
+
+
+def _rss_bytes() -> int:
+    """The resident set now (``ru_maxrss``, the fallback off Linux, is the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 # Write coalescing (see schedule_flush): after a flush round cheaper than the threshold the next
 # one may run on the next loop iteration; after a costlier one, not before the same cost again.
@@ -75,6 +87,7 @@ class Node:
         self.engine: Engine = engine if engine is not None else MemoryEngine()
         self.engine.register_handler(self, self.id)
         self.hub = Hub()
+        self.limits = Limits(config)
         self.clients: dict[str, Client] = {}  # authenticated clients by client ID
         self.users: dict[str, dict[Client, None]] = {}
         self.opened: dict[Client, None] = {}  # every open client, authenticated or not
@@ -97,6 +110,9 @@ class Node:
         self.started_at = time.time()
         self.cluster = Cluster(self)
         self._background: list[asyncio.Task[None]] = []
+        # More fields for info(), from parts the node does not own (e.g. the SockJS table).
+        self.info_sources: list[Callable[[], dict[str, Any]]] = []
+        self._cpu_sample = (time.monotonic(), time.process_time())
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -201,13 +217,13 @@ class Node:
         self.emulation_sessions[session] = client
         return session
 
-    def emulation(self, session: str, data: bytes) -> bool:
-        """Commands posted to /emulation for a session of this node; False if unknown."""
+    def emulation(self, session: str, data: bytes) -> int:
+        """Commands posted to /emulation for a session of this node: the HTTP status to
+        answer (404 unknown session, 429 too much input waiting already)."""
         client = self.emulation_sessions.get(session)
         if client is None:
-            return False
-        client.feed(data)
-        return True
+            return 404
+        return 204 if client.feed(data) else 429
 
     def client_closed(self, client: Client) -> None:
         """Called once when a client is gone: unregister now, clean up engine state async."""
@@ -232,6 +248,15 @@ class Node:
             self.hub_remove(channel, client)
         if subs:
             self.spawn(self._leave_all(client, subs))
+        if client.counted:
+            self.spawn(self._uncount(client))
+
+    async def _uncount(self, client: Client) -> None:
+        try:
+            await self.engine.remove_user_connection(client.user, client.client_id)
+        except EngineError as exc:  # the entry expires by itself (engine.presence_ttl)
+            log.warning("connection of %s not uncounted for user %r: %s", client.client_id,
+                        client.user, exc)
 
     async def _leave_all(self, client: Client, subs: list[Sub]) -> None:
         for sub in subs:
@@ -489,6 +514,8 @@ class Node:
 
     def tick(self, tick: int, now: float) -> None:
         self._tick = tick
+        if tick % 10 == 0:
+            self.limits.sweep(time.monotonic())
         # Deadlines first: a pong deadline that falls on this tick judges the previous ping,
         # before this tick's ping (if the client's bucket is due) expects a new pong.
         timers = self._timers
@@ -548,4 +575,28 @@ class Node:
             "num_subs": sum(self.hub.num_subscribed(s) for s in self.hub.channels.values()),
             "uptime": int(time.time() - self.started_at),
             "transports": self.transports_info(),
+            "num_emulation_sessions": len(self.emulation_sessions),
+            "process": self.process_info(),
+            "limits": {
+                "refused_connections": self.limits.refused_connections,
+                "limited_commands": self.limits.limited_commands,
+                "error_disconnects": self.limits.error_disconnects,
+            },
+        } | {k: v for source in self.info_sources for k, v in source().items()}
+
+    def process_info(self) -> dict[str, Any]:
+        """Centrifugo's ``process`` (CPU percent since the last call, RSS bytes), plus this
+        process's asyncio tasks and open descriptors."""
+        now, cpu = time.monotonic(), time.process_time()
+        then, cpu_then = self._cpu_sample
+        self._cpu_sample = (now, cpu)
+        try:
+            fds = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            fds = -1
+        return {
+            "cpu": round(100 * (cpu - cpu_then) / max(now - then, 1e-3), 1),
+            "rss": _rss_bytes(),
+            "tasks": len(asyncio.all_tasks(self._loop)) if self._loop is not None else 0,
+            "fds": fds,
         }

@@ -272,6 +272,9 @@ class Session:
                 raise Disconnect.BAD_REQUEST from None
             if self.rules.can_subscribe_without_token(ch, opts, user):
                 server_side[ch] = SubscribeOptions()
+        limit = self.config.channel_limit
+        if limit and len(server_side) > limit:
+            raise Disconnect.CHANNEL_LIMIT  # as Centrifugo: no connect reply, 3505
         for ch, sub_opts in server_side.items():
             req_sub = requested.get(ch) or SubscribeRequest(channel=ch)
             opts = self.rules.options(ch)  # unknown namespace -> 102
