@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import socket
 
@@ -33,11 +34,14 @@ class Server:
         self.state = ServerState(self.node, self.api)
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
         self.port = config.http_server.port
 
     async def start(self) -> None:
+        raise_open_files_limit()
         await self.node.start()
         loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self.state.sweep_forever())
         cfg = self.config.http_server
         server = await loop.create_server(
             lambda: HttpProtocol(self.state), host=cfg.address or None, port=cfg.port,
@@ -67,6 +71,8 @@ class Server:
         self.state.accepting = False
         for server in self._servers:
             server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         # Disconnect clients with 3001 so they reconnect, and wait for cleanup.
         await self.node.shutdown(timeout)
         # Close every connection; close() still flushes what is buffered (the close frames).
@@ -78,6 +84,24 @@ class Server:
                 async with asyncio.timeout(timeout):
                     await server.wait_closed()
         log.warning("stopped")
+
+
+def raise_open_files_limit() -> None:
+    """Each connection is a descriptor: raise the soft RLIMIT_NOFILE to the hard limit (as
+    Go programs such as Centrifugo get from their runtime), so a node with the common
+    1,024 default does not stop accepting at ~1,000 connections."""
+    infinity = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != infinity else 1 << 20  # Linux's usual fs.nr_open
+    if soft == infinity or soft >= target:
+        log.info("open files limit: %s", "unlimited" if soft == infinity else soft)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open files limit stays at %d (hard limit %s): %s", soft, hard, exc)
+        return
+    log.info("open files limit raised from %d to %d", soft, target)
 
 
 async def _main(config: Config) -> None:

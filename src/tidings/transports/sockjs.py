@@ -22,13 +22,15 @@ import msgspec
 
 from tidings.errors import Disconnect
 from tidings.protocol import codec
+from tidings.transports.httpbase import NO_CACHE, Request, door, preflight
 from tidings.transports.stream import chunk
 
 if TYPE_CHECKING:
     from tidings.core.client import Client
     from tidings.core.node import Node
+    from tidings.transports.http import HttpProtocol
 
-__all__ = ["KIND_SOCKJS", "SockJSSession", "SockJSSessions"]
+__all__ = ["KIND_SOCKJS", "SockJSSession", "SockJSSessions", "endpoint"]
 
 log = logging.getLogger("tidings.sockjs")
 
@@ -56,7 +58,7 @@ def decode_send(body: bytes) -> list[str]:
         raise ValueError("Payload expected.")
     try:
         return _messages.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         raise ValueError("Broken JSON encoding.") from None
 
 
@@ -93,6 +95,12 @@ class SockJSSession:
         self.outbox.append(data)
         self.outbox_bytes += len(data)
         self._wake()
+
+    def pause_reading(self) -> None:
+        """Messages come through xhr_send POSTs (refused when the client is full)."""
+
+    def resume_reading(self) -> None:
+        pass
 
     def buffer_size(self) -> int:
         if self.stream is not None:
@@ -233,4 +241,81 @@ def info_body() -> bytes:
         "origins": ["*:*"],
         "entropy": secrets.randbits(31),
     })
+
+
+_KINDS = ("xhr", "xhr_send", "xhr_streaming")
+_JS = "application/javascript; charset=UTF-8"
+
+
+async def endpoint(conn: HttpProtocol, req: Request) -> None:
+    """``/connection/sockjs/info`` and ``/connection/sockjs/<server>/<session>/<kind>``."""
+    keep_alive = req.keep_alive
+    if not conn.node.config.sockjs.enabled:
+        conn.respond(404, b"Not Found\n", keep_alive=keep_alive)
+        return
+    parts = req.path[len("/connection/sockjs/"):].split("/")
+    if parts == ["info"]:
+        cors = preflight(conn, req, ("GET",))
+        if cors is not None:
+            conn.respond(200, info_body(), content_type="application/json",
+                         keep_alive=keep_alive, extra=[*NO_CACHE, *cors])
+        return
+    if (len(parts) != 3 or not all(parts[:2]) or "." in parts[0] or "." in parts[1]
+            or parts[2] not in _KINDS):
+        conn.respond(404, b"Not Found\n", keep_alive=keep_alive)
+        return
+    _, sid, kind = parts
+    cors = preflight(conn, req, ("POST",))
+    if cors is None:
+        return
+    sessions = conn.state.sockjs
+    session = sessions.by_id.get(sid)
+    if kind == "xhr_send":
+        if session is None:
+            conn.respond(404, b"unknown session\n", keep_alive=keep_alive, extra=cors)
+        else:
+            _send(conn, req, session, cors)
+        return
+    if session is None and not door(conn, keep_alive):
+        return  # a new session is a new connection
+    session, opened = sessions.get_or_open(sid)
+    if kind == "xhr":
+        if opened:
+            session.schedule_expiry()
+            data = OPEN
+        else:
+            data = await session.poll()
+        conn.respond(200, data, content_type=_JS, keep_alive=keep_alive,
+                     extra=[*NO_CACHE, *cors])
+        return
+    if session.busy():
+        conn.respond(200, ANOTHER_CONNECTION, content_type=_JS, keep_alive=keep_alive,
+                     extra=[*NO_CACHE, *cors])
+        return
+    transport = conn.transport
+    assert transport is not None
+    lines = ["HTTP/1.1 200 OK", f"Content-Type: {_JS}", "Transfer-Encoding: chunked",
+             "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (*NO_CACHE, *cors)]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    transport.write(head + chunk(PRELUDE))
+    conn.sockjs_stream = session
+    conn.take_over()
+    session.attach_stream(transport, opened)
+
+
+def _send(conn: HttpProtocol, req: Request, session: SockJSSession,
+          cors: list[tuple[str, str]]) -> None:
+    """``xhr_send``: the client's messages (a JSON array of strings)."""
+    try:
+        messages = decode_send(req.body)
+    except ValueError as exc:
+        conn.respond(500, str(exc).encode(), keep_alive=req.keep_alive, extra=cors)
+        return
+    for message in messages:
+        if not session.client.feed(message.encode()):
+            conn.respond(429, b"too many messages waiting\n", keep_alive=req.keep_alive,
+                         extra=cors)
+            return
+    conn.respond(204, b"", keep_alive=req.keep_alive, extra=cors)
 

@@ -110,6 +110,12 @@ class StreamTransport:
     def buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()
 
+    def pause_reading(self) -> None:
+        """Commands come through POST /emulation (refused when the client is full)."""
+
+    def resume_reading(self) -> None:
+        pass
+
     def close(self, disconnect: Disconnect) -> None:
         """Send the disconnect push, end the response, close the connection."""
         if self._closing:

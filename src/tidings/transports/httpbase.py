@@ -1,0 +1,145 @@
+"""What every HTTP endpoint works with: the parsed request, response heads, origins and CORS.
+
+Origin matching (``client.allowed_origins``) follows Centrifugo: each pattern is a glob matched
+against the whole ``Origin`` value (scheme and port included), case-insensitively; ``*``
+matches any characters, dots and slashes included, ``?`` one character, ``[...]`` a class.
+So ``https://*.example.com`` admits ``https://a.example.com`` (and ``https://a.b.example.com``)
+but not ``https://example.com``; ``https://*example.com`` would also admit
+``https://evilexample.com`` (a start-up warning says so). ``["*"]`` admits every origin. A
+request without ``Origin`` (not from a browser) is always admitted; with an empty list, any
+request that has one is refused (403). docs/security.md has the examples.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from tidings.transports.http import HttpProtocol
+
+__all__ = [
+    "NO_CACHE",
+    "Request",
+    "cors_headers",
+    "door",
+    "origin_allowed",
+    "preflight",
+    "response_head",
+]
+
+log = logging.getLogger("tidings.http")
+
+REASONS = {
+    100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+    413: "Payload Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+    426: "Upgrade Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+}
+
+NO_CACHE = [
+    ("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0"),
+    ("Pragma", "no-cache"),
+    ("Expires", "0"),
+    ("X-Accel-Buffering", "no"),
+]
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed HTTP/1.1 request (headers lower-cased, repeated ones joined with ", ")."""
+
+    method: str
+    url: bytes
+    headers: dict[str, str]
+    body: bytes = b""
+    keep_alive: bool = True
+    # Set when the request was refused while it was read (a limit, the API key): the answer.
+    refused: tuple[int, bytes] | None = None
+    _split: tuple[str, str] | None = field(default=None, repr=False)
+
+    def _parts(self) -> tuple[str, str]:
+        if self._split is None:
+            parts = urlsplit(self.url.decode("latin-1"))  # ValueError: a URL it refuses
+            self._split = (parts.path, parts.query)
+        return self._split
+
+    @property
+    def path(self) -> str:
+        return self._parts()[0]
+
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(self._parts()[1])
+
+
+def response_head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+    if origin is None:
+        return True
+    if not allowed:
+        return False
+    origin = origin.lower()
+    return any(fnmatch.fnmatchcase(origin, pattern.lower()) for pattern in allowed)
+
+
+def cors_headers(req: Request, allowed: list[str]) -> list[tuple[str, str]] | None:
+    """CORS headers for a request with an allowed Origin; None if the origin is refused."""
+    origin = req.headers.get("origin")
+    if origin is None:
+        return []
+    if not origin_allowed(origin, allowed):
+        return None
+    headers = [
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+    ]
+    wanted = req.headers.get("access-control-request-headers")
+    if wanted:
+        headers.append(("Access-Control-Allow-Headers", wanted))
+    return headers
+
+
+def door(conn: HttpProtocol, keep_alive: bool) -> bool:
+    """May a new client connection start here? If not, the 503 is sent: shutting down, or
+    ``client.connection_limit`` / ``client.connection_rate_limit`` reached (an empty 503, as
+    Centrifugo answers; the SDKs back off and reconnect)."""
+    if not conn.state.accepting:
+        conn.respond(503, b"Shutting down\n", keep_alive=False)
+        return False
+    node = conn.node
+    if not node.limits.admit(len(node.opened)):
+        conn.respond(503, b"", keep_alive=keep_alive)
+        return False
+    return True
+
+
+def preflight(conn: HttpProtocol, req: Request, allowed: tuple[str, ...]
+              ) -> list[tuple[str, str]] | None:
+    """Answer OPTIONS, a refused origin or a wrong method; else return the CORS headers."""
+    cors = cors_headers(req, conn.node.config.client.allowed_origins)
+    if cors is None:
+        log.info("request rejected: origin %r not allowed", req.headers.get("origin"))
+        conn.respond(403, b"Origin not allowed\n", keep_alive=req.keep_alive)
+        return None
+    if req.method == "OPTIONS":
+        conn.respond(204, b"", keep_alive=req.keep_alive, extra=[
+            *cors,
+            ("Access-Control-Allow-Methods", ", ".join((*allowed, "OPTIONS"))),
+            ("Access-Control-Max-Age", "300"),
+        ])
+        return None
+    if req.method not in allowed:
+        conn.respond(405, b"Method Not Allowed\n", keep_alive=req.keep_alive)
+        return None
+    return cors

@@ -1,0 +1,331 @@
+"""The HTTP endpoints, as a table: ``path -> Route(serve, body_limit, check)``.
+
+``admit`` runs when a request's headers are in (before its body is read): it picks the route,
+its body limit, and runs the route's ``check`` (the API key, for one), so nothing is buffered
+for a request that will be refused. ``serve`` runs the endpoint once the body is in;
+``upgrade`` handles ``Upgrade: websocket``. Adding an endpoint is one line in ``EXACT`` or
+``PREFIXES`` plus its ``serve`` function.
+
+Connection endpoints (WebSocket, HTTP-streaming, SSE, SockJS) pass ``door`` first:
+``client.connection_limit`` and ``client.connection_rate_limit`` answer an empty 503, as
+Centrifugo does, before any origin or token check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from tidings.config import Config
+from tidings.engine.base import EngineError
+from tidings.errors import ProtocolError
+from tidings.protocol import pbcodec, wsframe
+from tidings.transports import sockjs
+from tidings.transports.httpbase import NO_CACHE, Request, door, origin_allowed, preflight
+from tidings.transports.stream import StreamTransport, chunk
+from tidings.transports.websocket import (
+    ProtobufWebSocketTransport,
+    UniWebSocketTransport,
+    WebSocketTransport,
+)
+
+if TYPE_CHECKING:
+    from tidings.transports.http import HttpProtocol
+
+__all__ = ["EXACT", "PREFIXES", "Route", "admit", "serve", "upgrade"]
+
+log = logging.getLogger("tidings.http")
+
+Refusal = tuple[int, bytes]
+_SUBPROTOCOLS = ("centrifuge-json",)
+
+
+class EmulationRequest(msgspec.Struct):
+    """``POST /emulation``: commands for the connection ``session`` of node ``node``."""
+
+    session: str
+    node: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    serve: Callable[[HttpProtocol, Request], Awaitable[None]]
+    body_limit: Callable[[Config], int] = lambda config: 0
+    check: Callable[[HttpProtocol, Request], Refusal | None] | None = None
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def find(path: str) -> Route | None:
+    route = EXACT.get(path)
+    if route is None:
+        route = next((r for prefix, r in PREFIXES if path.startswith(prefix)), None)
+    return route
+
+
+def admit(conn: HttpProtocol, req: Request, path: str) -> tuple[Refusal | None, int]:
+    """At the end of the headers: a refusal (or None) and the body limit."""
+    route = find(path)
+    if route is None:
+        length = req.headers.get("content-length", "0")
+        return ((404, b"Not Found\n") if length not in ("", "0") else None), 0
+    refusal = route.check(conn, req) if route.check is not None else None
+    return refusal, route.body_limit(conn.node.config)
+
+
+async def serve(conn: HttpProtocol, req: Request) -> None:
+    path = ""
+    try:
+        path = req.path
+        route = find(path)
+        if route is None:
+            conn.respond(404, b"Not Found\n", keep_alive=req.keep_alive)
+        else:
+            await route.serve(conn, req)
+    except asyncio.CancelledError:
+        raise
+    except ValueError as exc:  # e.g. a URL urlsplit refuses
+        log.info("bad request %s %r: %s", req.method, req.url[:200], exc)
+        conn.respond(400, b"Bad Request\n", keep_alive=False)
+    except Exception:
+        log.exception("error while handling %s %s", req.method, path)
+        conn.respond(500, b"Internal Server Error\n", keep_alive=False)
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+async def health(conn: HttpProtocol, req: Request) -> None:
+    if conn.node.config.health.enabled:
+        conn.respond(200, b"{}", content_type="application/json", keep_alive=req.keep_alive)
+    else:
+        conn.respond(404, b"Not Found\n", keep_alive=req.keep_alive)
+
+
+def api_check(conn: HttpProtocol, req: Request) -> Refusal | None:
+    """Before the body is read: the API must be on, the method POST, the key right."""
+    cfg = conn.node.config.http_api
+    if cfg.disabled:
+        return 404, b"Not Found\n"
+    if req.method != "POST":
+        return 405, b"Method Not Allowed\n"
+    if not cfg.insecure and not conn.state.api.authorized(req.headers, req.query()):
+        return 401, b""
+    return None
+
+
+async def api(conn: HttpProtocol, req: Request) -> None:
+    path = req.path
+    name = path[len("/api/"):] if path.startswith("/api/") else ""
+    transport_mode = (
+        conn.node.config.http_api.error_mode == "transport"
+        or req.headers.get("x-centrifugo-error-mode", "").lower() == "transport"
+    )
+    status, payload = await conn.state.api.handle_http(name, req.body,
+                                                       transport_errors=transport_mode)
+    conn.respond(status, payload, content_type="application/json", keep_alive=req.keep_alive)
+
+
+def stream(name: str) -> Callable[[HttpProtocol, Request], Awaitable[None]]:
+    async def serve_stream(conn: HttpProtocol, req: Request) -> None:
+        open_stream(conn, req, name)
+    return serve_stream
+
+
+def open_stream(conn: HttpProtocol, req: Request, name: str) -> None:
+    """Open an HTTP-streaming or SSE connection (bidirectional emulation or uni)."""
+    cfg = getattr(conn.node.config, name)
+    if not cfg.enabled:
+        conn.respond(404, b"Not Found\n", keep_alive=req.keep_alive)
+        return
+    if not door(conn, req.keep_alive):
+        return
+    sse = name.endswith("sse")
+    cors = preflight(conn, req, ("GET", "POST") if sse else ("POST",))
+    if cors is None:
+        return
+    body = req.body
+    if req.method == "GET":
+        values = req.query().get("cf_connect")
+        if not values and not name.startswith("uni"):
+            conn.respond(400, b"cf_connect query parameter expected\n",
+                         keep_alive=req.keep_alive)
+            return
+        body = values[0].encode() if values else b""
+        if len(body) > cfg.max_request_body_size:
+            conn.respond(413, b"Payload Too Large\n", keep_alive=False)
+            return
+    if req.headers.get("content-type", "").startswith("application/octet-stream"):
+        if name != "http_stream" or not pbcodec.available():
+            conn.respond(501, b"Protobuf is served on websocket and http_stream (with the "
+                         b"protobuf extra)\n", keep_alive=req.keep_alive)
+            return
+        name = "http_stream_protobuf"
+    transport = conn.transport
+    assert transport is not None
+    content_type = (
+        "text/event-stream; charset=utf-8" if sse
+        else "application/octet-stream" if name.endswith("_protobuf")
+        else "application/json"
+    )
+    lines = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}",
+             "Transfer-Encoding: chunked", "Connection: keep-alive"]
+    lines += [f"{k}: {v}" for k, v in (*NO_CACHE, *cors)]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    transport.write(head + (chunk(b"\r\n") if sse else b""))
+    conn.take_over()
+    conn.stream = StreamTransport(conn.node, transport, name)
+    if body.strip() or name.startswith("uni"):
+        conn.stream.client.feed(body)
+
+
+def _emulation_body(config: Config) -> int:
+    return config.emulation.max_request_body_size
+
+
+async def emulation(conn: HttpProtocol, req: Request) -> None:
+    """``POST /emulation``: commands for an HTTP-streaming/SSE connection, on this node or
+    (through the engine) on the node that holds it."""
+    node = conn.node
+    config = node.config
+    keep_alive = req.keep_alive
+    if not (config.http_stream.enabled or config.sse.enabled):
+        conn.respond(404, b"Not Found\n", keep_alive=keep_alive)
+        return
+    cors = preflight(conn, req, ("POST",))
+    if cors is None:
+        return
+    try:
+        if req.headers.get("content-type", "").startswith("application/octet-stream"):
+            if not pbcodec.available():
+                conn.respond(501, b"Protobuf needs the protobuf extra\n",
+                             keep_alive=keep_alive, extra=cors)
+                return
+            session, node_id, commands = pbcodec.decode_emulation_request(req.body)
+        else:
+            decoded = msgspec.json.decode(req.body, type=EmulationRequest)
+            session, node_id, commands = decoded.session, decoded.node, decoded.data.encode()
+    except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError, RecursionError) as exc:
+        log.info("malformed emulation request: %r", exc)
+        conn.respond(400, f"malformed emulation request: {exc!r}\n".encode(),
+                     keep_alive=keep_alive, extra=cors)
+        return
+    status = 204
+    if node_id == node.id:
+        status = node.emulation(session, commands)
+    elif node.cluster.is_live(node_id):
+        try:
+            await node.cluster.send(node_id, "emulation", {
+                "session": session, "b64data": base64.b64encode(commands).decode(),
+            })
+        except EngineError as exc:
+            log.warning("emulation request for node %s not forwarded: %s", node_id, exc)
+            status = 503
+    else:
+        status = 404
+    bodies = {404: b"unknown session or node\n", 429: b"too many commands waiting\n",
+              503: b"engine unavailable\n"}
+    conn.respond(status, bodies.get(status, b""), keep_alive=keep_alive, extra=cors)
+
+
+async def upgrade_required(conn: HttpProtocol, req: Request) -> None:
+    conn.respond(426, b"WebSocket upgrade expected\n", keep_alive=req.keep_alive,
+                 extra=[("Upgrade", "websocket")])
+
+
+def _valid_key(key: str) -> bool:
+    """``Sec-WebSocket-Key``: base64 of 16 bytes (RFC 6455 §4.1)."""
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return False
+
+
+def upgrade(conn: HttpProtocol, req: Request, rest: bytes) -> None:
+    """``Upgrade: websocket`` on /connection/websocket or /connection/uni_websocket."""
+    config = conn.node.config
+    path = req.path
+    uni = path == "/connection/uni_websocket"
+    if (not config.uni_websocket.enabled) if uni else (
+            path != "/connection/websocket" or config.websocket.disabled):
+        conn.respond(404, b"Not Found\n", keep_alive=False)
+        return
+    if not door(conn, False):
+        return
+    headers = req.headers
+    key = headers.get("sec-websocket-key", "")
+    if headers.get("upgrade", "").lower() != "websocket" or not _valid_key(key):
+        conn.respond(400, b"Bad WebSocket handshake\n", keep_alive=False)
+        return
+    if not origin_allowed(headers.get("origin"), config.client.allowed_origins):
+        log.info("websocket rejected: origin %r not allowed", headers.get("origin"))
+        conn.respond(403, b"Origin not allowed\n", keep_alive=False)
+        return
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")
+               if p.strip()]
+    query = req.query()
+    protobuf = not uni and ("centrifuge-protobuf" in offered or any(
+        v == ["protobuf"] for k, v in query.items() if k in ("format", "cf_protocol")
+    ))
+    if protobuf and not pbcodec.available():
+        conn.respond(501, b"Protobuf needs the protobuf extra: pip install "
+                     b"'tidings[protobuf]'\n", keep_alive=False)
+        return
+    chosen = next((p for p in offered if p in _SUBPROTOCOLS), None)
+    if protobuf:
+        chosen = "centrifuge-protobuf" if "centrifuge-protobuf" in offered else None
+    lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Accept: {wsframe.accept_key(key)}"]
+    if chosen:
+        lines.append(f"Sec-WebSocket-Protocol: {chosen}")
+    transport = conn.transport
+    assert transport is not None
+    transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    # The HTTP parser and request state are dead weight on a long-lived WebSocket: drop them
+    # (measured: ~1 KiB per idle connection, docs/design.md).
+    conn.take_over()
+    cls = (UniWebSocketTransport if uni else ProtobufWebSocketTransport if protobuf
+           else WebSocketTransport)
+    conn.ws = cls(conn.node, transport)
+    connect = query.get("cf_connect")
+    if uni and connect:
+        conn.ws.client.feed(connect[0].encode())
+    if rest:
+        conn.ws.data_received(rest)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _api_body(config: Config) -> int:
+    return config.http_api.max_body_size
+
+
+def _stream_body(name: str) -> Callable[[Config], int]:
+    return lambda config: int(getattr(config, name).max_request_body_size)
+
+
+_API = Route(api, _api_body, api_check)
+
+EXACT: dict[str, Route] = {
+    "/health": Route(health),
+    "/api": _API,
+    "/emulation": Route(emulation, _emulation_body),
+    "/connection/websocket": Route(upgrade_required),
+    "/connection/uni_websocket": Route(upgrade_required),
+    **{f"/connection/{name}": Route(stream(name), _stream_body(name))
+       for name in ("http_stream", "sse", "uni_http_stream", "uni_sse")},
+}
+PREFIXES: tuple[tuple[str, Route], ...] = (
+    ("/api/", _API),
+    ("/connection/sockjs/", Route(sockjs.endpoint, _stream_body("sockjs"))),
+)
