@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -149,7 +150,10 @@ def start_server(
     *,
     extra_args: list[str] | None = None,
     env_vars: dict[str, str] | None = None,
+    soft_nofile: int | None = None,
 ) -> ServerProcess:
+    """Start ``tidings serve`` with ``config``; ``soft_nofile`` lowers the process's soft
+    RLIMIT_NOFILE before it starts (as a default 1,024 would be)."""
     cfg_path = tmp_path / f"tidings-{time.monotonic_ns()}.json"
     cfg_path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
@@ -157,8 +161,15 @@ def start_server(
     env.update(env_vars or {})
     cmd = [sys.executable, "-m", "tidings", "serve", "--config", str(cfg_path), "--port", "0"]
     cmd += extra_args or []
+
+    def lower_nofile() -> None:
+        if soft_nofile is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft_nofile, hard))
+
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=lower_nofile if soft_nofile is not None else None,
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -205,9 +216,11 @@ def tidings_server(
         config: dict[str, Any] | None = None,
         extra_args: list[str] | None = None,
         env_vars: dict[str, str] | None = None,
+        soft_nofile: int | None = None,
     ) -> ServerProcess:
         cfg = config if config is not None else deep_merge(BASE_CONFIG, overrides or {})
-        server = start_server(tmp_path, cfg, extra_args=extra_args, env_vars=env_vars)
+        server = start_server(tmp_path, cfg, extra_args=extra_args, env_vars=env_vars,
+                              soft_nofile=soft_nofile)
         started.append(server)
         return server
 

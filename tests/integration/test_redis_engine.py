@@ -289,6 +289,8 @@ async def test_sentinel_failover_is_followed(tmp_path: Path) -> None:
             await b.subscribe("f")
             await a.publish("f", pub(1), history=OPTS)
             await b_events.wait_for(lambda: len(b_events.publications) == 1)
+            with master.client() as c:  # replication is asynchronous: let the replica catch up
+                assert c.execute_command("WAIT", 1, 5000) == 1
             master.kill()
             position = None
             for _ in range(300):  # down-after 2 s, then the failover: bounded at ~30 s

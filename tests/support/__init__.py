@@ -1,0 +1,1 @@
+"""Test support shared by every test folder: raw protocol clients, probes, process facts."""
