@@ -95,7 +95,7 @@ class FrameParser:
     __slots__ = ("_buf", "_frag_op", "_frag_size", "_frags", "_max_size", "_need", "backlog")
 
     def __init__(self, max_size: int) -> None:
-        self._buf = bytearray()
+        self._buf: bytearray | None = None  # made when a frame spans reads (idle: none)
         self._need = 0  # bytes the buffered frame needs before it can be parsed
         self._max_size = max_size
         self._frags: list[bytes] | None = None
@@ -105,7 +105,7 @@ class FrameParser:
 
     def feed(self, data: bytes, limit: int = MAX_FRAMES_PER_FEED) -> list[tuple[int, bytes]]:
         buf = self._buf
-        if buf:
+        if buf is not None:
             buf += data
             if len(buf) < self._need:
                 return []
@@ -114,11 +114,12 @@ class FrameParser:
             view = data
         out: list[tuple[int, bytes]] = []
         pos = self._parse(view, out, limit)
-        end = len(view)
-        if view is buf:
+        if buf is not None:
             del buf[:pos]
-        elif pos < end:
-            buf += view[pos:]
+            if not buf:
+                self._buf = None
+        elif pos < len(view):
+            self._buf = bytearray(view[pos:])
         return out
 
     def _parse(self, buf: bytes | bytearray, out: list[tuple[int, bytes]], limit: int) -> int:
