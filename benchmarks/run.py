@@ -96,6 +96,20 @@ def tidings_target(config_path: Path) -> Target:
     )
 
 
+def baseline_target(config_path: Path, ref: str) -> Target:
+    """Tidings as of git ``ref`` (a worktree under the temp dir, imported through PYTHONPATH):
+    "before" beside "after" in one run, so a change's cost is a same-run ratio."""
+    tree = Path(tempfile.gettempdir()) / f"tidings-baseline-{ref.replace('/', '_')}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree),
+                        ref], check=True, capture_output=True)
+    target = tidings_target(config_path)
+    target.name = f"tidings@{ref}"
+    target.cwd = tree
+    target.env = {"PYTHONPATH": str(tree / "src")}
+    return target
+
+
 def raw_target() -> Target:
     return Target(
         name="raw",
@@ -722,6 +736,9 @@ def main() -> int:
                         help="comma-separated; S7 (Redis engine, two nodes) and S8 (SSE and "
                              "HTTP-streaming vs WebSocket) need only Tidings")
     parser.add_argument("--no-install", action="store_true")
+    parser.add_argument("--baseline", default="", metavar="REF",
+                        help="also run Tidings as of this git ref (target tidings@REF), for "
+                             "before/after ratios in one run")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.jsonl"))
     args = parser.parse_args()
     if not shutil.which("taskset"):
@@ -739,8 +756,12 @@ def main() -> int:
     cfg = Path(tempfile.gettempdir()) / "tidings-bench.json"
     cfg.write_text(json.dumps(TIDINGS_CONFIG))
     targets = [tidings_target(cfg), raw_target(), *peer_targets()]
+    if args.baseline:
+        targets.insert(1, baseline_target(cfg, args.baseline))
     if args.targets:
         wanted = set(args.targets.split(","))
+        if args.baseline:
+            wanted.add(f"tidings@{args.baseline}")
         targets = [t for t in targets if t.name in wanted]
     results: dict[str, dict[str, Any]] = {}
     out = Path(args.json)
