@@ -20,7 +20,8 @@ import pytest
 
 from tests.redisproc import RedisServer
 from tidings.config import RedisConfig
-from tidings.engine.base import Engine, HistoryOptions
+from tidings.engine import ENGINES
+from tidings.engine.base import Engine, HistoryOptions, PublishOptions
 from tidings.engine.memory import MemoryEngine
 from tidings.engine.redis import RedisEngine
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
@@ -33,6 +34,7 @@ class Recorder:
     """A BrokerEventHandler that records what it receives."""
 
     publications: list[tuple[str, Publication, StreamPosition]] = field(default_factory=list)
+    deltas: list[bool] = field(default_factory=list)
     joins: list[tuple[str, ClientInfo]] = field(default_factory=list)
     leaves: list[tuple[str, ClientInfo]] = field(default_factory=list)
     controls: list[bytes] = field(default_factory=list)
@@ -40,8 +42,11 @@ class Recorder:
     settled: set[bytes] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
+    def handle_publication(
+        self, channel: str, pub: Publication, position: StreamPosition, delta: bool
+    ) -> None:
         self.publications.append((channel, pub, position))
+        self.deltas.append(delta)
         self.changed.set()
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
@@ -90,6 +95,11 @@ class EngineEnv:
     clock: FakeClock | None
     opts: HistoryOptions
 
+    @property
+    def stream(self) -> PublishOptions:
+        """Publish into the channel's history stream (``opts``)."""
+        return PublishOptions(history=self.opts)
+
     async def advance(self, seconds: float) -> None:
         if self.clock is not None:
             self.clock.now += seconds
@@ -123,20 +133,29 @@ def redis_config(url: str, **overrides: object) -> RedisConfig:
     return cfg
 
 
-@pytest.fixture(params=["memory", "redis"])
+def memory_engine(request: pytest.FixtureRequest) -> tuple[Engine, FakeClock | None,
+                                                           HistoryOptions]:
+    clock = FakeClock()
+    return MemoryEngine(clock=clock), clock, HistoryOptions(size=5, ttl=60.0, meta_ttl=3600.0)
+
+
+def redis_engine(request: pytest.FixtureRequest) -> tuple[Engine, FakeClock | None,
+                                                          HistoryOptions]:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    engine = RedisEngine(redis_config(server.url))
+    return engine, None, HistoryOptions(size=5, ttl=1.0, meta_ttl=4.0)
+
+
+# How to set up each registered engine for the contract: an engine added to tidings.engine's
+# registry without an entry here fails the check below instead of skipping the contract.
+MAKERS = {"memory": memory_engine, "redis": redis_engine}
+assert set(MAKERS) == set(ENGINES), f"contract setups {set(MAKERS)} vs engines {set(ENGINES)}"
+
+
+@pytest.fixture(params=sorted(ENGINES))
 async def engine_env(request: pytest.FixtureRequest) -> AsyncIterator[EngineEnv]:
     events = Recorder()
-    engine: Engine
-    clock: FakeClock | None
-    if request.param == "memory":
-        clock = FakeClock()
-        engine = MemoryEngine(clock=clock)
-        opts = HistoryOptions(size=5, ttl=60.0, meta_ttl=3600.0)
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        clock = None
-        engine = RedisEngine(redis_config(server.url))
-        opts = HistoryOptions(size=5, ttl=1.0, meta_ttl=4.0)
+    engine, clock, opts = MAKERS[request.param](request)
     engine.register_handler(events, uuid.uuid4().hex)
     await engine.start()
     if isinstance(engine, RedisEngine):

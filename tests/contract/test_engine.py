@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from tests.contract.conftest import EngineEnv
+from tidings.engine.base import PublishOptions
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 
 
@@ -28,7 +29,7 @@ async def test_publish_without_history_has_no_offset(engine_env: EngineEnv) -> N
 async def test_offsets_grow_and_epoch_is_stable(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     await engine.subscribe("a")
-    positions = [(await engine.publish("a", pub(i), history=engine_env.opts))[0]
+    positions = [(await engine.publish("a", pub(i), engine_env.stream))[0]
                  for i in range(1, 4)]
     assert [p.offset for p in positions] == [1, 2, 3]
     assert len({p.epoch for p in positions}) == 1
@@ -43,14 +44,14 @@ async def test_reading_creates_the_stream_and_its_epoch_sticks(engine_env: Engin
     pubs, top = await engine.history("fresh", options=engine_env.opts, limit=0)
     assert pubs == []
     assert top.offset == 0 and top.epoch
-    position, _ = await engine.publish("fresh", pub(1), history=engine_env.opts)
+    position, _ = await engine.publish("fresh", pub(1), engine_env.stream)
     assert position == StreamPosition(offset=1, epoch=top.epoch)
 
 
 async def test_history_limit_since_reverse(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 6):
-        await engine.publish("h", pub(i), history=engine_env.opts)
+        await engine.publish("h", pub(i), engine_env.stream)
     everything, top = await engine.history("h", options=engine_env.opts, limit=-1)
     assert [p.offset for p in everything] == [1, 2, 3, 4, 5]
     assert top.offset == 5
@@ -74,7 +75,7 @@ async def test_history_limit_since_reverse(engine_env: EngineEnv) -> None:
 async def test_window_keeps_last_size_items(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 9):
-        await engine.publish("w", pub(i), history=engine_env.opts)
+        await engine.publish("w", pub(i), engine_env.stream)
     pubs, top = await engine.history("w", options=engine_env.opts, limit=-1)
     assert [p.offset for p in pubs] == [4, 5, 6, 7, 8]
     assert top.offset == 8
@@ -87,19 +88,19 @@ async def test_window_keeps_last_size_items(engine_env: EngineEnv) -> None:
 async def test_ttl_drops_items_but_keeps_position(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 4):
-        await engine.publish("t", pub(i), history=engine_env.opts)
+        await engine.publish("t", pub(i), engine_env.stream)
     _, before = await engine.history("t", options=engine_env.opts, limit=0)
     await engine_env.advance(engine_env.opts.ttl + 1)
     pubs, after = await engine.history("t", options=engine_env.opts, limit=-1)
     assert pubs == []
     assert after == before
-    position, _ = await engine.publish("t", pub(4), history=engine_env.opts)
+    position, _ = await engine.publish("t", pub(4), engine_env.stream)
     assert position == StreamPosition(offset=4, epoch=before.epoch)
 
 
 async def test_meta_ttl_expiry_starts_a_new_epoch(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
-    await engine.publish("m", pub(1), history=engine_env.opts)
+    await engine.publish("m", pub(1), engine_env.stream)
     _, before = await engine.history("m", options=engine_env.opts, limit=0)
     await engine_env.advance(engine_env.opts.meta_ttl + 1)
     _, after = await engine.history("m", options=engine_env.opts, limit=0)
@@ -110,12 +111,12 @@ async def test_meta_ttl_expiry_starts_a_new_epoch(engine_env: EngineEnv) -> None
 async def test_remove_history_keeps_position(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     for i in range(1, 4):
-        await engine.publish("r", pub(i), history=engine_env.opts)
+        await engine.publish("r", pub(i), engine_env.stream)
     await engine.remove_history("r")
     pubs, top = await engine.history("r", options=engine_env.opts, limit=-1)
     assert pubs == []
     assert top.offset == 3
-    position, _ = await engine.publish("r", pub(4), history=engine_env.opts)
+    position, _ = await engine.publish("r", pub(4), engine_env.stream)
     assert position.offset == 4 and position.epoch == top.epoch
 
 
@@ -124,16 +125,17 @@ async def test_idempotency_key_suppresses_repeat(engine_env: EngineEnv) -> None:
     opts = engine_env.opts
     engine_env.set_idempotency_ttl(1)
     await engine.subscribe("i")
-    first, suppressed1 = await engine.publish("i", pub(1), history=opts, idempotency_key="k")
-    again, suppressed2 = await engine.publish("i", pub(1), history=opts, idempotency_key="k")
-    other, _ = await engine.publish("i", pub(2), history=opts, idempotency_key="k2")
+    key, key2 = (PublishOptions(history=opts, idempotency_key=k) for k in ("k", "k2"))
+    first, suppressed1 = await engine.publish("i", pub(1), key)
+    again, suppressed2 = await engine.publish("i", pub(1), key)
+    other, _ = await engine.publish("i", pub(2), key2)
     assert (suppressed1, suppressed2) == (False, True)
     assert again == first
     assert other.offset == 2
     await engine_env.settle()
     assert len(engine_env.events.publications) == 2
     await engine_env.advance(2)
-    later, suppressed3 = await engine.publish("i", pub(1), history=opts, idempotency_key="k")
+    later, suppressed3 = await engine.publish("i", pub(1), key)
     assert not suppressed3 and later.offset == 3
 
 
@@ -182,3 +184,20 @@ async def test_user_connections_are_counted_up_to_a_limit(engine_env: EngineEnv)
     assert await engine.add_user_connection("u", "c3", 2)
     assert not await engine.add_user_connection("u", "c4", 2)
     assert await engine.add_user_connection("u", "c4", 0)  # limit 0: counted unconditionally
+
+
+async def test_publish_options_delta_reaches_handlers_but_not_history(
+    engine_env: EngineEnv,
+) -> None:
+    engine = engine_env.engine
+    await engine.subscribe("d")
+    delta = PublishOptions(history=engine_env.opts, delta=True)
+    await engine.publish("d", pub(1), delta)
+    await engine.publish("d", pub(2), engine_env.stream)
+    await engine.publish("d", pub(3), PublishOptions(delta=True))  # outside the stream
+    await engine_env.settle()
+    assert engine_env.events.deltas == [True, False, True]
+    assert [p.offset for _, p, _ in engine_env.events.publications] == [1, 2, 0]
+    assert not any(p.delta for _, p, _ in engine_env.events.publications)
+    pubs, _ = await engine.history("d", options=engine_env.opts, limit=-1)
+    assert [(p.offset, p.delta) for p in pubs] == [(1, False), (2, False)]

@@ -17,7 +17,7 @@ import pytest
 from tests.contract.conftest import Recorder
 from tests.redisproc import RedisCluster, RedisSentinel, RedisServer
 from tidings.config import RedisConfig
-from tidings.engine.base import EngineError, HistoryOptions
+from tidings.engine.base import EngineError, HistoryOptions, PublishOptions
 from tidings.engine.redis import RedisEngine, jump_hash, shard_index
 from tidings.protocol.messages import ClientInfo, Publication
 
@@ -54,7 +54,7 @@ async def check_two_nodes(cfg: RedisConfig, channels: list[str]) -> None:
         for ch in channels:
             await b.subscribe(ch)
         for i, ch in enumerate(channels):
-            position, _ = await a.publish(ch, pub(i), history=OPTS)
+            position, _ = await a.publish(ch, pub(i), PublishOptions(history=OPTS))
             assert position.offset == 1 and position.epoch
             await a.add_presence(ch, f"c{i}", ClientInfo(user="u", client=f"c{i}"))
         await b_events.wait_for(lambda: len(b_events.publications) == len(channels))
@@ -190,18 +190,19 @@ async def test_redis_restart_fails_fast_then_resubscribes_and_reports(tmp_path: 
     with RedisServer(tmp_path, appendonly=True) as server:
         async with node(config(address=[server.url])) as (a, a_events):
             await a.subscribe("live")
-            await a.publish("live", pub(1), history=OPTS)
+            await a.publish("live", pub(1), PublishOptions(history=OPTS))
             await a_events.wait_for(lambda: len(a_events.publications) == 1)
             server.stop()
             # Every operation fails with a clear error within the I/O timeout, none hangs.
-            assert await timed(lambda: a.publish("live", pub(2), history=OPTS)) < 3.0
+            stream = PublishOptions(history=OPTS)
+            assert await timed(lambda: a.publish("live", pub(2), stream)) < 3.0
             assert await timed(lambda: a.history("live", options=OPTS, limit=-1)) < 3.0
             assert await timed(lambda: a.presence("live")) < 3.0
             assert await timed(lambda: a.subscribe("other")) < 3.0
             await a.unsubscribe("other")
             server.restart()
             await a_events.wait_for(lambda: a_events.reconnects == [["live"]], within=15)
-            position, _ = await a.publish("live", pub(3), history=OPTS)
+            position, _ = await a.publish("live", pub(3), PublishOptions(history=OPTS))
             assert position.offset == 2  # appendonly: the stream survived the restart
             await a_events.wait_for(lambda: len(a_events.publications) == 2)
             assert a_events.publications[-1][2].offset == 2
@@ -287,7 +288,7 @@ async def test_sentinel_failover_is_followed(tmp_path: Path) -> None:
                      sentinel_master_name="mymaster")
         async with node(cfg) as (a, _), node(cfg) as (b, b_events):
             await b.subscribe("f")
-            await a.publish("f", pub(1), history=OPTS)
+            await a.publish("f", pub(1), PublishOptions(history=OPTS))
             await b_events.wait_for(lambda: len(b_events.publications) == 1)
             with master.client() as c:  # replication is asynchronous: let the replica catch up
                 assert c.execute_command("WAIT", 1, 5000) == 1
@@ -295,7 +296,7 @@ async def test_sentinel_failover_is_followed(tmp_path: Path) -> None:
             position = None
             for _ in range(300):  # down-after 2 s, then the failover: bounded at ~30 s
                 try:
-                    position, _ = await a.publish("f", pub(2), history=OPTS)
+                    position, _ = await a.publish("f", pub(2), PublishOptions(history=OPTS))
                     break
                 except EngineError:
                     await asyncio.sleep(0.1)
@@ -306,7 +307,7 @@ async def test_sentinel_failover_is_followed(tmp_path: Path) -> None:
             # b's pub/sub finds the new master too and reports the interruption (offset 2 may
             # have been published before it resubscribed: that is what the report is for).
             await b_events.wait_for(lambda: ["f"] in b_events.reconnects, within=15)
-            await a.publish("f", pub(3), history=OPTS)
+            await a.publish("f", pub(3), PublishOptions(history=OPTS))
             await b_events.wait_for(
                 lambda: any(pos.offset == 3 for _, _, pos in b_events.publications), within=5
             )

@@ -12,6 +12,7 @@ from tidings.config.schema import (
     RateRule,
     RedisConfig,
 )
+from tidings.engine import ENGINES
 
 __all__ = ["lint", "validate"]
 
@@ -87,10 +88,9 @@ def validate(config: Config) -> None:
         )
     if not 0 < config.http_server.port < 65536:
         raise ConfigError("invalid value for 'http_server.port': must be 1..65535")
-    if config.engine.type not in ("memory", "redis"):
-        raise ConfigError(
-            f"invalid value for 'engine.type': {config.engine.type!r} (available: memory, redis)"
-        )
+    if config.engine.type not in ENGINES:
+        raise ConfigError(f"invalid value for 'engine.type': {config.engine.type!r} "
+                          f"(available: {', '.join(ENGINES)})")
     if config.engine.type == "redis":
         _validate_redis(config.engine.redis, "engine.redis")
     if config.presence_manager.enabled:

@@ -17,13 +17,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from tidings import __version__
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Unsubscribe
 from tidings.protocol import codec
+from tidings.protocol.codecs import Codec
+from tidings.protocol.kinds import Kind
 from tidings.protocol.messages import (
     Command,
     ConnectRequest,
@@ -85,14 +86,14 @@ _LIMITED = frozenset(("subscribe", "unsubscribe", "publish", "history", "presenc
 class Transport(Protocol):
     """What a client needs from its connection."""
 
-    kind: int  # index into Shared.frames: one framing per kind
+    kind: Kind  # index into Shared.frames: one framing per kind
     name: str
     bidirectional: bool
     separator: bytes  # between messages in one frame: b"\n" (JSON) or b"" (Protobuf)
     emulation: bool  # commands arrive via POST /emulation (HTTP-streaming, SSE)
 
     @property
-    def codec(self) -> ModuleType:
+    def codec(self) -> Codec:
         """``protocol.codec`` (JSON) or ``protocol.pbcodec`` (Protobuf)."""
         ...
 
@@ -561,7 +562,7 @@ class Client:
                     since=StreamPosition(offset=decision.offset) if decision.recover else None,
                 )
             result, _ = self.session.subscribe_result(decision, pubs, top, now)
-            if sub.delta and result.publications and self.transport.codec is codec:
+            if sub.delta and result.publications and not self.transport.codec.PROTOBUF:
                 # JSON: every publication of a delta subscription has data as a string
                 result.publications = [as_full_string(p) for p in result.publications]
             if sub.presence:
@@ -684,7 +685,7 @@ class Client:
         if opts.publication_data_format == "binary":
             payload = Raw(data)
         else:
-            if self.transport.codec is not codec and not codec.is_json(data):
+            if self.transport.codec.PROTOBUF and not codec.is_json(data):
                 # From a Protobuf client: JSON subscribers could not read it.
                 raise ReplyError(107, "bad request: data must be JSON outside binary channels")
             payload = codec.raw(data)

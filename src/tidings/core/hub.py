@@ -25,6 +25,7 @@ import msgspec
 
 from tidings.protocol import codec, pbcodec
 from tidings.protocol.fossil import create_delta
+from tidings.protocol.kinds import KINDS, PROTOBUF_KINDS
 from tidings.protocol.messages import Publication, Push, Raw
 from tidings.protocol.session import as_full_string
 
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["ChannelSubscribers", "Hub", "Shared"]
 
 _NONE: list[Client] = []
-# Transport kinds whose messages are Protobuf (transports/websocket.py).
-PROTOBUF_KINDS = frozenset({7, 8})
 _string = msgspec.json.Encoder()
 
 
@@ -56,7 +55,7 @@ class Shared:
         self.payload = payload
         self.push = push  # for the Protobuf encoding of a non-publication (join, leave)
         self._pb: bytes | None = None
-        self.frames: list[bytes | None] = [None] * 9  # one per transport kind
+        self.frames: list[bytes | None] = [None] * len(KINDS)  # one per transport kind
         self.channel = channel
         self.pub = pub
         self.wants_delta = wants_delta
@@ -93,10 +92,10 @@ class Shared:
 
     def full_for(self, client: Client) -> bytes:
         """The full publication as a delta subscription of this client's protocol gets it."""
-        return self.pb_payload() if client.transport.codec is pbcodec else self.full_string()
+        return self.pb_payload() if client.transport.codec.PROTOBUF else self.full_string()
 
     def delta_for(self, client: Client) -> bytes | None:
-        if client.transport.codec is pbcodec:
+        if client.transport.codec.PROTOBUF:
             return self.delta_pb()
         return self.delta_string()
 

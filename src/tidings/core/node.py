@@ -28,11 +28,12 @@ from tidings.core.client import Client, ProtobufClient, Transport
 from tidings.core.cluster import Cluster
 from tidings.core.hub import ChannelSubscribers, Hub, Shared
 from tidings.core.limits import Limits
-from tidings.engine.base import Engine, EngineError, HistoryOptions
+from tidings.engine.base import Engine, EngineError, HistoryOptions, PublishOptions
 from tidings.engine.memory import MemoryEngine
 from tidings.errors import Disconnect, ErrorCode, Unsubscribe
 from tidings.protocol import codec
 from tidings.protocol.channels import ChannelRules
+from tidings.protocol.kinds import KINDS
 from tidings.protocol.messages import (
     ClientInfo,
     HistoryResult,
@@ -65,9 +66,6 @@ def _rss_bytes() -> int:
 COALESCE_THRESHOLD = 0.002
 COALESCE_MAX_DELAY = 0.05
 
-# Transport kinds (index = Transport.kind; see transports/websocket.py and stream.py).
-TRANSPORT_NAMES = ("websocket", "http_stream", "sse", "uni_websocket", "uni_http_stream",
-                   "uni_sse", "sockjs", "websocket_protobuf", "http_stream_protobuf")
 
 class Node:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
@@ -94,7 +92,7 @@ class Node:
         self.emulation_sessions: dict[str, Client] = {}  # session -> HTTP-stream/SSE client
         # Per transport kind: [messages sent, bytes sent, frames received, bytes received]
         # (the hook for metrics: counted where writes and reads already happen).
-        self.transport_stats: list[list[int]] = [[0, 0, 0, 0] for _ in TRANSPORT_NAMES]
+        self.transport_stats: list[list[int]] = [[0, 0, 0, 0] for _ in KINDS]
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         self._next_flush_at = 0.0
@@ -191,7 +189,7 @@ class Node:
         return Session(self.config.client, self.rules, self.verifier, self.sub_verifier)
 
     def new_client(self, transport: Transport) -> Client:
-        if transport.codec is not codec:
+        if transport.codec.PROTOBUF:
             return ProtobufClient(self, transport)
         return Client(self, transport)
 
@@ -332,14 +330,15 @@ class Node:
         idempotency_key: str = "",
         delta: bool = False,
     ) -> StreamPosition:
-        if (delta or opts.delta_publish) and opts.allowed_delta_types:
-            pub.delta = True  # a marker for handle_publication, not sent as such
         history = (
             self.history_options(opts) if opts.history_enabled and not skip_history else None
         )
-        position, _ = await self.engine.publish(
-            channel, pub, history=history, idempotency_key=idempotency_key
+        options = PublishOptions(
+            history=history,
+            idempotency_key=idempotency_key,
+            delta=(delta or opts.delta_publish) and bool(opts.allowed_delta_types),
         )
+        position, _ = await self.engine.publish(channel, pub, options)
         return position
 
     async def history(
@@ -362,12 +361,9 @@ class Node:
 
     # ---------------------------------------------------------------- broker events
 
-    def handle_publication(self, channel: str, pub: Publication, position: StreamPosition) -> None:
-        # `delta` on an incoming publication marks "the publisher asked for delta"; clients
-        # see it only on actual deltas (hub.Shared), so it is cleared here.
-        wants_delta = pub.delta
-        if wants_delta:
-            pub.delta = False
+    def handle_publication(
+        self, channel: str, pub: Publication, position: StreamPosition, wants_delta: bool
+    ) -> None:
         subs = self.hub.channels.get(channel)
         if subs is None:
             return
@@ -560,7 +556,8 @@ class Node:
         return {
             name: dict(zip(("messages_sent", "bytes_sent", "messages_received",
                             "bytes_received"), stats, strict=True))
-            for name, stats in zip(TRANSPORT_NAMES, self.transport_stats, strict=True)
+            for name, stats in zip((k.name for k in KINDS.values()), self.transport_stats,
+                                   strict=True)
             if any(stats)
         }
 

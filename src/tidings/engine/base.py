@@ -4,7 +4,9 @@ Guarantees every engine gives (checked by ``tests/contract``):
 - ``publish`` appends to the channel stream and delivers to the node's
   :class:`BrokerEventHandler` as one atomic step per channel: handlers see publications of a
   channel in offset order, and a ``history`` call that starts after ``publish`` returned sees
-  the publication.
+  the publication. The publication delivered and kept in history carries its offset
+  (``pub.offset``, 0 without history); the publisher's ``PublishOptions.delta`` reaches the
+  handlers beside it and is never part of history.
 - Delivery is at most once per node subscription, asynchronous for distributed engines; gaps are
   detectable through offsets. When a distributed engine lost its subscription connection it
   calls ``handle_reconnect`` with the channels that may have missed publications.
@@ -28,6 +30,7 @@ __all__ = [
     "HistoryOptions",
     "PresenceManager",
     "PresenceStats",
+    "PublishOptions",
 ]
 
 
@@ -45,6 +48,21 @@ class HistoryOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """How one publication is published: kept in the stream (``history``, None: not kept),
+    deduplicated (a repeat of ``idempotency_key`` within the engine's idempotency window
+    publishes nothing and returns the first position), and sent to delta subscribers as a
+    fossil delta (``delta``: the publisher asked for it)."""
+
+    history: HistoryOptions | None = None
+    idempotency_key: str = ""
+    delta: bool = False
+
+
+NO_OPTIONS = PublishOptions()
+
+
+@dataclass(frozen=True, slots=True)
 class PresenceStats:
     num_clients: int
     num_users: int
@@ -54,8 +72,10 @@ class BrokerEventHandler(Protocol):
     """What a node implements to receive broker events (called on the event loop)."""
 
     def handle_publication(
-        self, channel: str, pub: Publication, position: StreamPosition
-    ) -> None: ...
+        self, channel: str, pub: Publication, position: StreamPosition, delta: bool
+    ) -> None:
+        """``delta``: the publisher asked for delta (``PublishOptions.delta``)."""
+        ...
 
     def handle_join(self, channel: str, info: ClientInfo) -> None: ...
 
@@ -80,16 +100,11 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
     async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history: HistoryOptions | None = None,
-        idempotency_key: str = "",
+        self, channel: str, pub: Publication, options: PublishOptions = NO_OPTIONS
     ) -> tuple[StreamPosition, bool]:
-        """Append (when ``history``) and deliver. Returns the position of the publication
-        (offset 0 without history) and whether it was suppressed as an idempotent repeat
-        (then the position is the one of the first publish)."""
+        """Append (with ``options.history``) and deliver. Returns the position of the
+        publication (offset 0 without history) and whether it was suppressed as an idempotent
+        repeat (then the position is the one of the first publish)."""
         ...
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None: ...

@@ -17,10 +17,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from tidings.engine.base import (
+    NO_OPTIONS,
     BrokerEventHandler,
     Engine,
     HistoryOptions,
     PresenceStats,
+    PublishOptions,
 )
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 
@@ -116,14 +118,10 @@ class MemoryEngine:
         return stream
 
     async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history: HistoryOptions | None = None,
-        idempotency_key: str = "",
+        self, channel: str, pub: Publication, options: PublishOptions = NO_OPTIONS
     ) -> tuple[StreamPosition, bool]:
         now = self._clock()
+        history, idempotency_key = options.history, options.idempotency_key
         if idempotency_key:
             seen = self._idempotency.get((channel, idempotency_key))
             if seen is not None and seen[0] > now:
@@ -142,7 +140,7 @@ class MemoryEngine:
         if idempotency_key:
             self._idempotency[(channel, idempotency_key)] = (now + self.idempotency_ttl, position)
         if self._handler is not None:
-            self._handler.handle_publication(channel, pub, position)
+            self._handler.handle_publication(channel, pub, position, options.delta)
         return position, False
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:

@@ -4,8 +4,11 @@ Works with Redis >= 6.2 and Redis-compatible servers (Valkey). Layout (``P`` is 
 ``{ch}`` is a hash tag, so every key of one channel lives in one Redis Cluster slot):
 
 - ``P.p.<ch>``: the pub/sub channel of a Tidings channel. Messages are
-  ``<offset>:<epoch>:<publication JSON>`` (offset 0 and no epoch without history),
-  ``j<info JSON>`` (join) or ``l<info JSON>`` (leave);
+  ``<offset>:<epoch>:<flag>:<publication JSON>`` (offset 0 and no epoch without history; flag
+  ``d`` when the publisher asked for delta, else empty), ``j<info JSON>`` (join) or
+  ``l<info JSON>`` (leave);
+- ``P.uc.{user}``: the connections of a user (``client.user_connection_limit``), a sorted set
+  (client -> expiry time);
 - ``P.s.{ch}``: the history stream (a Redis stream; entry ID ``<offset>-1``, field ``d``);
 - ``P.m.{ch}``: stream metadata, a hash with the top offset ``s`` and the epoch ``e``;
 - ``P.r.{ch}.<key>``: the remembered result of a publish with an idempotency key;
@@ -34,10 +37,12 @@ from redis.asyncio.sentinel import Sentinel
 from tidings.config import RedisConfig
 from tidings.engine import redis_scripts as scripts
 from tidings.engine.base import (
+    NO_OPTIONS,
     BrokerEventHandler,
     Engine,
     HistoryOptions,
     PresenceStats,
+    PublishOptions,
 )
 from tidings.engine.memory import IDEMPOTENCY_TTL, new_epoch
 from tidings.engine.redis_conn import (
@@ -198,11 +203,12 @@ class RedisEngine:
                 elif head == b"l":
                     handler.handle_leave(channel, _info_decoder.decode(data[1:]))
                 else:
-                    offset, epoch, payload = data.split(b":", 2)
+                    offset, epoch, flag, payload = data.split(b":", 3)
                     pub = _pub_decoder.decode(payload)
                     pub.offset = int(offset)
                     handler.handle_publication(
-                        channel, pub, StreamPosition(offset=pub.offset, epoch=epoch.decode())
+                        channel, pub, StreamPosition(offset=pub.offset, epoch=epoch.decode()),
+                        flag == b"d",
                     )
             elif pubsub_channel in (self.control_channel, self.node_channel):
                 handler.handle_control(data)
@@ -228,17 +234,14 @@ class RedisEngine:
         self._shard(channel).unsubscribe(self._pubsub_channel(channel))
 
     async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history: HistoryOptions | None = None,
-        idempotency_key: str = "",
+        self, channel: str, pub: Publication, options: PublishOptions = NO_OPTIONS
     ) -> tuple[StreamPosition, bool]:
         shard = self._shard(channel)
         payload = _pub_encoder.encode(pub)
+        history, idempotency_key = options.history, options.idempotency_key
+        flag = b"d" if options.delta else b""
         if history is None and not idempotency_key:
-            message = b"0::" + payload
+            message = b"0::" + flag + b":" + payload
             await shard.call(
                 "publish", shard.execute("PUBLISH", self._pubsub_channel(channel), message)
             )
@@ -257,6 +260,7 @@ class RedisEngine:
             new_epoch(),
             1 if idempotency_key else 0,
             max(int(self.idempotency_ttl), 1),
+            flag,
         )
         script = shard.script(scripts.PUBLISH, keys, args)
         position, suppressed = await shard.call("publish", script)
@@ -308,7 +312,6 @@ class RedisEngine:
         for entry_id, fields in items:
             pub = _pub_decoder.decode(fields[1])
             pub.offset = int(entry_id.partition(b"-")[0])
-            pub.delta = False  # the publisher's delta request is not part of history
             pubs.append(pub)
         return pubs, StreamPosition(offset=int(top), epoch=epoch.decode())
 

@@ -9,7 +9,8 @@ __all__ = ["HISTORY", "PRESENCE_ADD", "PRESENCE_GET", "PRESENCE_REMOVE", "PUBLIS
            "USER_CONNECTION_ADD"]
 
 # KEYS: stream, meta, result. ARGV: pubsub channel, payload, size (0: no history), ttl,
-# meta_ttl, new epoch, use result key (0/1), result ttl.
+# meta_ttl, new epoch, use result key (0/1), result ttl, flag ("d": the publisher asked for
+# delta). Pub/sub message: offset:epoch:flag:payload.
 PUBLISH = """
 local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
 local size = tonumber(ARGV[3])
@@ -32,7 +33,7 @@ if size > 0 then
   redis.call('expire', stream, tonumber(ARGV[4]))
 end
 local position = offset .. ':' .. epoch
-redis.call('publish', ARGV[1], position .. ':' .. ARGV[2])
+redis.call('publish', ARGV[1], position .. ':' .. ARGV[9] .. ':' .. ARGV[2])
 if ARGV[7] == '1' then redis.call('set', result, position, 'EX', tonumber(ARGV[8])) end
 return {position, 0}
 """

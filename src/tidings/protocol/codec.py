@@ -16,6 +16,8 @@ from tidings.protocol.messages import Command, ConnectRequest, Push, Raw, Reply
 
 __all__ = [
     "MAX_NESTING",
+    "PING",
+    "PROTOBUF",
     "decode_commands",
     "decode_connect_request",
     "encode_push",
@@ -31,6 +33,7 @@ _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
 
 PING = b"{}"
+PROTOBUF = False
 
 # Publication data nested deeper than this is refused (107 / HTTP 400). msgspec's decoders give
 # up near 1,000 levels *minus the caller's stack depth*, so a payload accepted at the edge could

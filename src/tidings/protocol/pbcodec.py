@@ -24,6 +24,7 @@ from tidings.protocol.messages import Command, ConnectRequest, Push, Raw, Reply
 
 __all__ = [
     "PING",
+    "PROTOBUF",
     "available",
     "decode_commands",
     "decode_connect_request",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 PING = b"\x00"  # an empty Reply, length-prefixed
+PROTOBUF = True
 
 
 @functools.cache

@@ -22,6 +22,8 @@ import msgspec
 
 from tidings.errors import Disconnect
 from tidings.protocol import codec
+from tidings.protocol.codecs import Codec
+from tidings.protocol.kinds import Kind
 from tidings.transports.httpbase import NO_CACHE, Request, door, preflight
 from tidings.transports.stream import chunk
 
@@ -30,11 +32,10 @@ if TYPE_CHECKING:
     from tidings.core.node import Node
     from tidings.transports.http import HttpProtocol
 
-__all__ = ["KIND_SOCKJS", "SockJSSession", "SockJSSessions", "endpoint"]
+__all__ = ["SockJSSession", "SockJSSessions", "endpoint"]
 
 log = logging.getLogger("tidings.sockjs")
 
-KIND_SOCKJS = 6
 HEARTBEAT = 25.0
 DISCONNECT_DELAY = 5.0
 STREAM_LIMIT = 128 * 1024  # bytes per xhr_streaming response, then the client opens another
@@ -65,10 +66,10 @@ def decode_send(body: bytes) -> list[str]:
 class SockJSSession:
     """One SockJS session: the transport of one client."""
 
-    kind = KIND_SOCKJS
+    kind = Kind.SOCKJS
     name = "sockjs"
     bidirectional = True
-    codec = codec
+    codec: Codec = codec
     separator = b"\n"
     emulation = False
     frame = staticmethod(_frame)

@@ -16,36 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
 from tidings.protocol import codec, pbcodec
+from tidings.protocol.codecs import Codec
+from tidings.protocol.kinds import KINDS, Kind
 from tidings.protocol.messages import DisconnectPush, Push
 
 if TYPE_CHECKING:
     from tidings.core.client import Client
     from tidings.core.node import Node
 
-__all__ = [
-    "KIND_HTTP_STREAM",
-    "KIND_SSE",
-    "KIND_UNI_HTTP_STREAM",
-    "KIND_UNI_SSE",
-    "KIND_UNI_WEBSOCKET",
-    "StreamTransport",
-    "chunk",
-    "unwrap",
-]
+__all__ = ["StreamTransport", "chunk", "unwrap"]
 
 log = logging.getLogger("tidings.stream")
-
-KIND_HTTP_STREAM = 1
-KIND_SSE = 2
-KIND_UNI_WEBSOCKET = 3
-KIND_UNI_HTTP_STREAM = 4
-KIND_UNI_SSE = 5
-KIND_HTTP_STREAM_PROTOBUF = 8
 
 CLOSE_TIMEOUT = 5.0
 _PUSH_PREFIX = b'{"push":'
@@ -79,12 +64,13 @@ def _uni_sse(payload: bytes) -> bytes:
     return chunk(b"".join([b"data: " + unwrap(line) + b"\n\n" for line in payload.split(b"\n")]))
 
 
-_KINDS: dict[str, tuple[int, bool, Callable[[bytes], bytes]]] = {
-    "http_stream": (KIND_HTTP_STREAM, True, _http_stream),
-    "http_stream_protobuf": (KIND_HTTP_STREAM_PROTOBUF, True, chunk),  # varint-delimited
-    "sse": (KIND_SSE, True, _sse),
-    "uni_http_stream": (KIND_UNI_HTTP_STREAM, False, _uni_http_stream),
-    "uni_sse": (KIND_UNI_SSE, False, _uni_sse),
+# The streaming kinds by name, with their framing.
+_FRAMING: dict[str, tuple[Kind, Callable[[bytes], bytes]]] = {
+    "http_stream": (Kind.HTTP_STREAM, _http_stream),
+    "http_stream_protobuf": (Kind.HTTP_STREAM_PROTOBUF, chunk),  # varint-delimited
+    "sse": (Kind.SSE, _sse),
+    "uni_http_stream": (Kind.UNI_HTTP_STREAM, _uni_http_stream),
+    "uni_sse": (Kind.UNI_SSE, _uni_sse),
 }
 
 
@@ -96,12 +82,13 @@ class StreamTransport:
                  "write")
 
     def __init__(self, node: Node, transport: asyncio.Transport, name: str) -> None:
-        self.kind, self.bidirectional, self.frame = _KINDS[name]
-        self.emulation = self.bidirectional  # the bidirectional streams are the emulation
-        protobuf = name.endswith("_protobuf")
-        self.codec: ModuleType = pbcodec if protobuf else codec
-        self.separator = b"" if protobuf else b"\n"
-        self.name = name
+        self.kind, self.frame = _FRAMING[name]
+        info = KINDS[self.kind]
+        self.bidirectional = info.bidirectional
+        self.emulation = info.emulation
+        self.codec: Codec = pbcodec if info.protobuf else codec
+        self.separator = b"" if info.protobuf else b"\n"
+        self.name = info.name
         self._transport = transport
         self.write: Callable[[bytes], None] = transport.write
         self._closing = False

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
 from tidings.protocol import codec, pbcodec, wsframe
+from tidings.protocol.codecs import Codec
+from tidings.protocol.kinds import Kind
 from tidings.protocol.messages import DisconnectPush, Push
-from tidings.transports.stream import KIND_UNI_WEBSOCKET, unwrap
+from tidings.transports.stream import unwrap
 
 if TYPE_CHECKING:
     from tidings.core.client import Client
@@ -31,15 +33,14 @@ __all__ = ["ProtobufWebSocketTransport", "UniWebSocketTransport", "WebSocketTran
 log = logging.getLogger("tidings.websocket")
 
 CLOSE_TIMEOUT = 5.0
-KIND_WEBSOCKET_JSON = 0
 _BACKLOG, _INBOX = 1, 2  # why reading is paused
 
 
 class WebSocketTransport:
-    kind = KIND_WEBSOCKET_JSON
+    kind = Kind.WEBSOCKET
     name = "websocket"
     bidirectional = True
-    codec = codec
+    codec: Codec = codec
     separator = b"\n"
     emulation = False
 
@@ -157,7 +158,7 @@ class UniWebSocketTransport(WebSocketTransport):
     """Unidirectional WebSocket (PROTOCOL.md §8.1): the client's first message (or the
     ``cf_connect`` query) is a ConnectRequest; then only pushes flow, server to client."""
 
-    kind = KIND_UNI_WEBSOCKET
+    kind = Kind.UNI_WEBSOCKET
     name = "uni_websocket"
     bidirectional = False
 
@@ -178,9 +179,6 @@ class UniWebSocketTransport(WebSocketTransport):
         super().close(disconnect)
 
 
-KIND_WEBSOCKET_PROTOBUF = 7
-
-
 def _binary_frame(payload: bytes) -> bytes:
     return wsframe.build_frame(payload, wsframe.OP_BINARY)
 
@@ -189,9 +187,9 @@ class ProtobufWebSocketTransport(WebSocketTransport):
     """The ``centrifuge-protobuf`` subprotocol: varint-delimited Protobuf messages in binary
     frames (PROTOCOL.md §1.4)."""
 
-    kind = KIND_WEBSOCKET_PROTOBUF
+    kind = Kind.WEBSOCKET_PROTOBUF
     name = "websocket_protobuf"
-    codec = pbcodec
+    codec: Codec = pbcodec
     separator = b""
 
     __slots__ = ()
