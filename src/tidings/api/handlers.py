@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,9 +15,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from tidings.core.actions import (
+    DisconnectAction,
+    RefreshAction,
+    SubscribeAction,
+    UnsubscribeAction,
+)
 from tidings.core.node import Node
 from tidings.engine.base import EngineError
-from tidings.errors import Disconnect, ErrorCode, ReplyError
+from tidings.errors import ErrorCode, ReplyError
 from tidings.protocol import codec
 from tidings.protocol.channels import check_data_format
 from tidings.protocol.messages import (
@@ -27,9 +32,7 @@ from tidings.protocol.messages import (
     Publication,
     Raw,
     StreamPosition,
-    SubscribeRequest,
 )
-from tidings.protocol.session import SubscribeDecision
 
 __all__ = ["ApiHandler"]
 
@@ -64,45 +67,14 @@ class BroadcastReq(_Req):
     delta: bool = False
 
 
-class DisconnectObj(_Req):
-    code: int = 0
-    reason: str = ""
 
 
-class SubscribeReq(_Req):
-    user: str = ""
-    channel: str = ""
-    info: Raw = EMPTY_RAW
-    b64info: str = ""
-    client: str = ""
-    session: str = ""
-    data: Raw = EMPTY_RAW
-    b64data: str = ""
-    recover_since: StreamPosition | None = None
-    expire_at: int = 0
 
 
-class UnsubscribeReq(_Req):
-    user: str = ""
-    channel: str = ""
-    client: str = ""
-    session: str = ""
 
 
-class DisconnectReq(_Req):
-    user: str = ""
-    client: str = ""
-    session: str = ""
-    whitelist: list[str] = msgspec.field(default_factory=list)
-    disconnect: DisconnectObj | None = None
 
 
-class RefreshReq(_Req):
-    user: str = ""
-    client: str = ""
-    session: str = ""
-    expired: bool = False
-    expire_at: int = 0
 
 
 class ChannelReq(_Req):
@@ -187,14 +159,6 @@ class ApiHandler:
             "info": self.info,
             "rpc": self.rpc,
         }
-        # Server-side actions reach the user's connections on every node (Node.control).
-        node.cluster.control_handlers.update({
-            "subscribe": self._apply_subscribe,
-            "unsubscribe": self._apply_unsubscribe,
-            "disconnect": self._apply_disconnect,
-            "refresh": self._apply_refresh,
-        })
-        node.cluster.survey_handlers["channels"] = self._local_channels
 
     # ---------------------------------------------------------------- HTTP entry points
 
@@ -317,7 +281,7 @@ class ApiHandler:
                                   "publication_data_format binary")
         check_data_format(opts, data)
         pub = Publication(data=Raw(data), tags=req.tags or None)
-        position = await self.node.publish(
+        position = await self.node.channels.publish(
             channel, pub, opts, skip_history=req.skip_history,
             idempotency_key=req.idempotency_key, delta=req.delta,
         )
@@ -347,89 +311,23 @@ class ApiHandler:
                 responses.append({"error": {"code": exc.code, "message": exc.message}})
         return {"responses": responses}
 
-    async def subscribe(self, body: bytes) -> dict[str, Any]:
-        req = self._decode(body, SubscribeReq)
-        if not req.user and not req.client:
-            raise ErrorCode.BAD_REQUEST
-        if not req.channel:
-            raise ErrorCode.BAD_REQUEST
-        if req.b64info:
-            _b64(req.b64info)
-        if req.b64data:
-            _b64(req.b64data)
-        await self.node.cluster.control("subscribe", msgspec.json.decode(body))
-        return {}
+    # Server-side actions reach the user's connections on every node (core.actions).
 
-    async def _apply_subscribe(self, params: dict[str, Any]) -> None:
-        req = self._decode(_json.encode(params), SubscribeReq)
-        opts = self.node.rules.options(req.channel)
-        info = bytes(req.info) or (_b64(req.b64info) if req.b64info else b"")
-        data = bytes(req.data) or (_b64(req.b64data) if req.b64data else b"")
-        for client in self.node.find_clients(req.user, req.client):
-            sub_req = SubscribeRequest(channel=req.channel)
-            if req.recover_since is not None:
-                sub_req = SubscribeRequest(channel=req.channel, recover=True,
-                                           offset=req.recover_since.offset,
-                                           epoch=req.recover_since.epoch)
-            sub = client.session.grant(req.channel, opts, sub_req, {}, server_side=True)
-            sub.chan_info = info or None
-            sub.expires_at = req.expire_at
-            decision = SubscribeDecision(
-                sub=sub, recover=sub_req.recover and sub.recoverable,
-                offset=sub_req.offset, epoch=sub_req.epoch, data=data or None,
-            )
-            try:
-                await client.server_subscribe(decision)
-            except (ReplyError, EngineError) as exc:
-                log.info("API subscribe of client %s to %s failed: %s", client.client_id,
-                         req.channel, exc)
+    async def subscribe(self, body: bytes) -> dict[str, Any]:
+        await self.node.actions.subscribe(self._decode(body, SubscribeAction))
+        return {}
 
     async def unsubscribe(self, body: bytes) -> dict[str, Any]:
-        req = self._decode(body, UnsubscribeReq)
-        if not req.channel or not (req.user or req.client):
-            raise ErrorCode.BAD_REQUEST
-        await self.node.cluster.control("unsubscribe", msgspec.json.decode(body))
+        await self.node.actions.unsubscribe(self._decode(body, UnsubscribeAction))
         return {}
-
-    async def _apply_unsubscribe(self, params: dict[str, Any]) -> None:
-        req = self._decode(_json.encode(params), UnsubscribeReq)
-        await self.node.unsubscribe_clients(
-            self.node.find_clients(req.user, req.client), req.channel
-        )
 
     async def disconnect(self, body: bytes) -> dict[str, Any]:
-        req = self._decode(body, DisconnectReq)
-        if not req.user and not req.client:
-            raise ErrorCode.BAD_REQUEST
-        await self.node.cluster.control("disconnect", msgspec.json.decode(body))
+        await self.node.actions.disconnect(self._decode(body, DisconnectAction))
         return {}
-
-    async def _apply_disconnect(self, params: dict[str, Any]) -> None:
-        req = self._decode(_json.encode(params), DisconnectReq)
-        d = Disconnect.FORCE_DISCONNECT
-        if req.disconnect is not None and req.disconnect.code:
-            d = Disconnect(req.disconnect.code, req.disconnect.reason)
-        self.node.disconnect_clients(
-            self.node.find_clients(req.user, req.client), d, req.whitelist
-        )
 
     async def refresh(self, body: bytes) -> dict[str, Any]:
-        req = self._decode(body, RefreshReq)
-        if not req.user and not req.client:
-            raise ErrorCode.BAD_REQUEST
-        await self.node.cluster.control("refresh", msgspec.json.decode(body))
+        await self.node.actions.refresh(self._decode(body, RefreshAction))
         return {}
-
-    async def _apply_refresh(self, params: dict[str, Any]) -> None:
-        req = self._decode(_json.encode(params), RefreshReq)
-        for client in self.node.find_clients(req.user, req.client):
-            if req.expired:
-                client.close(Disconnect.EXPIRED)
-            elif req.expire_at:
-                client.session.expires_at = req.expire_at
-                self.node.schedule_expiry(client, req.expire_at)
-            else:
-                client.session.expires_at = 0
 
     def _presence_opts(self, channel: str) -> None:
         if not channel:
@@ -456,7 +354,7 @@ class ApiHandler:
         opts = self.node.rules.options(req.channel)
         if not opts.history_enabled:
             raise ErrorCode.NOT_AVAILABLE
-        return await self.node.history(
+        return await self.node.channels.history(
             req.channel, opts, limit=req.limit, since=req.since, reverse=req.reverse
         )
 
@@ -478,18 +376,6 @@ class ApiHandler:
                 entry = result.setdefault(channel, {"num_clients": 0})
                 entry["num_clients"] += count
         return {"channels": result}
-
-    async def _local_channels(self, params: dict[str, Any]) -> dict[str, int]:
-        pattern = str(params.get("pattern") or "")
-        result: dict[str, int] = {}
-        for channel, subs in self.node.hub.channels.items():
-            count = self.node.hub.num_subscribed(subs)
-            if not count:
-                continue
-            if pattern and not fnmatch.fnmatchcase(channel, pattern):
-                continue
-            result[channel] = count
-        return result
 
     async def info(self, body: bytes) -> dict[str, Any]:
         nodes = self.node.cluster.live_nodes()

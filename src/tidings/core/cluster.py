@@ -10,22 +10,18 @@ engine the node is its own cluster: the same code runs, with no one else to answ
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
-from tidings.engine.base import EngineError
+from tidings.engine.base import Engine, EngineError
 
-if TYPE_CHECKING:
-    from tidings.core.node import Node
-
-__all__ = ["Cluster", "ControlHandler", "SurveyHandler"]
+__all__ = ["Cluster", "ClusterHost", "ControlHandler", "DirectHandler", "SurveyHandler"]
 
 log = logging.getLogger("tidings.cluster")
 
@@ -37,6 +33,18 @@ SURVEY_TIMEOUT = 3.0
 
 ControlHandler = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 SurveyHandler = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
+DirectHandler = Callable[[dict[str, Any]], None]
+
+
+class ClusterHost(Protocol):
+    """What the cluster needs from its node."""
+
+    id: str
+    engine: Engine
+
+    def info(self) -> dict[str, Any]: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 _control = msgspec.json.Encoder()
 
 
@@ -63,12 +71,14 @@ class _Survey:
 
 
 class Cluster:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ClusterHost) -> None:
         self.node = node
         # Other nodes' latest info (from their heartbeats) with its expiry time.
         self.nodes: dict[str, tuple[float, dict[str, Any]]] = {}
-        # Server-side actions and survey answers, registered by the API (see ApiHandler).
+        # Server-side actions (applied on every node), messages for this node only, and
+        # survey answers, registered by their owners (core.actions).
         self.control_handlers: dict[str, ControlHandler] = {}
+        self.direct_handlers: dict[str, DirectHandler] = {}
         self.survey_handlers: dict[str, SurveyHandler] = {}
         self._surveys: dict[str, _Survey] = {}
 
@@ -102,12 +112,8 @@ class Cluster:
             return  # applied locally already
         elif msg.op == "survey":
             self.node.spawn(self._answer_survey(msg))
-        elif msg.op == "emulation":
-            params = msg.params if isinstance(msg.params, dict) else {}
-            session, commands = params.get("session"), params.get("b64data")
-            if isinstance(session, str) and isinstance(commands, str):
-                with contextlib.suppress(ValueError):
-                    self.node.emulation(session, base64.b64decode(commands, validate=True))
+        elif msg.op in self.direct_handlers:
+            self.direct_handlers[msg.op](msg.params if isinstance(msg.params, dict) else {})
         elif msg.op == "survey_reply":
             survey = self._surveys.get(msg.id)
             if survey is not None:
@@ -143,7 +149,7 @@ class Cluster:
         others = set(self.other_nodes())  # no need to build this node's info
         if not others:
             return answers
-        survey = _Survey(others, self.node.loop.create_future())
+        survey = _Survey(others, asyncio.get_running_loop().create_future())
         sid = uuid.uuid4().hex
         self._surveys[sid] = survey
         try:
@@ -179,53 +185,6 @@ class Cluster:
             except EngineError as exc:
                 log.debug("node info not published: %s", exc)
             await asyncio.sleep(NODE_INFO_INTERVAL)
-
-    async def _refresh_user_connections(self) -> None:
-        """Re-add the counted connections (``client.user_connection_limit``) likewise."""
-        counted = [c for c in list(self.node.clients.values()) if c.counted and not c.closed]
-        engine = self.node.engine
-        for i in range(0, len(counted), 100):
-            results = await asyncio.gather(
-                *(engine.add_user_connection(c.user, c.client_id, 0) for c in counted[i:i + 100]),
-                return_exceptions=True,
-            )
-            failed = [r for r in results if isinstance(r, Exception)]
-            if failed:
-                log.warning("user connection refresh: %d of %d failed: %s", len(failed),
-                            len(results), failed[0])
-                return
-
-    async def refresh_presence_forever(self) -> None:
-        """Re-add this node's presence entries well before they expire in the engine (a node
-        that dies stops refreshing, so its clients vanish within ``presence_ttl``)."""
-        interval = min(max(self.node.engine.presence_ttl / 3, 0.2), 25.0)
-        while True:
-            await asyncio.sleep(interval)
-            await self._refresh_user_connections()
-            entries = [
-                (sub.channel, client)
-                for client in list(self.node.clients.values())
-                for sub in client.session.subs.values()
-                if sub.presence
-            ]
-            for i in range(0, len(entries), 100):
-                batch = entries[i : i + 100]
-                results = await asyncio.gather(
-                    *(
-                        self.node.engine.add_presence(
-                            channel, client.client_id,
-                            client.session.client_info(client.session.subs[channel].chan_info),
-                        )
-                        for channel, client in batch
-                        if channel in client.session.subs
-                    ),
-                    return_exceptions=True,
-                )
-                failed = [r for r in results if isinstance(r, Exception)]
-                if failed:
-                    log.warning("presence refresh: %d of %d failed: %s", len(failed),
-                                len(results), failed[0])
-                    break
 
     async def leave(self) -> None:
         """Tell the other nodes this one is gone (shutdown), so ``info`` drops it at once."""

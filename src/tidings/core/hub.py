@@ -4,7 +4,7 @@ Rules that keep fan-out cheap (see docs/design.md):
 - a publication is encoded once per channel into a :class:`Shared` message; each subscriber gets
   the same object, and its transport-framed bytes are built once per transport kind;
 - delivering to a subscriber is one method call that appends to the client's pending list; the
-  node flushes all dirty clients in one round (``Node.schedule_flush``), so a burst of
+  node flushes all dirty clients in one round (:mod:`tidings.core.writer`), so a burst of
   publications becomes one write per connection;
 - a client that is still subscribing sits in ``syncing`` (not ``clients``) and its publications
   are buffered, so the subscribe reply always precedes the first publication and nothing between
@@ -18,126 +18,13 @@ Rules that keep fan-out cheap (see docs/design.md):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-import msgspec
+from tidings.core.peer import Peer
+from tidings.core.shared import Shared
 
-from tidings.protocol import codec, pbcodec
-from tidings.protocol.fossil import create_delta
-from tidings.protocol.kinds import KINDS, PROTOBUF_KINDS
-from tidings.protocol.messages import Publication, Push, Raw
-from tidings.protocol.session import as_full_string
+__all__ = ["ChannelSubscribers", "Hub"]
 
-if TYPE_CHECKING:
-    from tidings.core.client import Client
-
-__all__ = ["ChannelSubscribers", "Hub", "Shared"]
-
-_NONE: list[Client] = []
-_string = msgspec.json.Encoder()
-
-
-class Shared:
-    """One encoded message shared by every recipient; framed lazily per transport kind.
-
-    A publication also knows its two encodings for delta subscriptions (PROTOCOL.md §6.6),
-    made on first use: in full with ``data`` as a JSON string, and as a fossil delta against
-    the channel's previous publication (``prev``) when the publish asked for delta."""
-
-    __slots__ = ("_delta", "_delta_pb", "_full", "_patch_bytes", "_pb", "channel", "frames",
-                 "payload", "prev", "pub", "push", "wants_delta")
-
-    def __init__(
-        self, payload: bytes, channel: str = "", pub: Publication | None = None,
-        wants_delta: bool = False, push: Push | None = None,
-    ) -> None:
-        self.payload = payload
-        self.push = push  # for the Protobuf encoding of a non-publication (join, leave)
-        self._pb: bytes | None = None
-        self.frames: list[bytes | None] = [None] * len(KINDS)  # one per transport kind
-        self.channel = channel
-        self.pub = pub
-        self.wants_delta = wants_delta
-        self.prev: bytes | None = None
-        self._full: bytes | None = None
-        self._delta: bytes | None = None
-        self._delta_pb: bytes | None = None
-        self._patch_bytes: bytes | None = None
-
-    def framed(self, kind: int, frame: Callable[[bytes], bytes]) -> bytes:
-        data = self.frames[kind]
-        if data is None:
-            payload = self.pb_payload() if kind in PROTOBUF_KINDS else self.payload
-            data = self.frames[kind] = frame(payload)
-        return data
-
-    def pb_payload(self) -> bytes:
-        """The Protobuf encoding, made on first use."""
-        if self._pb is None:
-            push = self.push
-            if push is None:
-                push = Push(channel=self.channel, pub=self.pub)
-            self._pb = pbcodec.encode_push(push)
-        return self._pb
-
-    def full_string(self) -> bytes:
-        if self._full is None:
-            pub = self.pub
-            if pub is None:
-                return self.payload
-            self._full = codec.encode_push(Push(channel=self.channel,
-                                                pub=as_full_string(pub)))
-        return self._full
-
-    def full_for(self, client: Client) -> bytes:
-        """The full publication as a delta subscription of this client's protocol gets it."""
-        return self.pb_payload() if client.transport.codec.PROTOBUF else self.full_string()
-
-    def delta_for(self, client: Client) -> bytes | None:
-        if client.transport.codec.PROTOBUF:
-            return self.delta_pb()
-        return self.delta_string()
-
-    def _patch(self) -> bytes | None:
-        """The fossil delta of this publication against ``prev`` (computed once for both
-        protocols), or None when the publisher did not ask for delta or it is not smaller."""
-        pub, prev = self.pub, self.prev
-        if pub is None or prev is None or not self.wants_delta:
-            return None
-        if self._patch_bytes is None:
-            data = bytes(pub.data)
-            patch = create_delta(prev, data)
-            self._patch_bytes = patch if len(patch) < len(data) else b""
-        return self._patch_bytes or None
-
-    def _delta_pub(self, data: bytes) -> Push:
-        pub = self.pub
-        assert pub is not None
-        return Push(channel=self.channel, pub=Publication(
-            data=Raw(data), info=pub.info, offset=pub.offset, tags=pub.tags, delta=True,
-        ))
-
-    def delta_pb(self) -> bytes | None:
-        """Protobuf: the raw delta bytes as data (PROTOCOL.md §6.6)."""
-        if self._delta_pb is None:
-            patch = self._patch()
-            self._delta_pb = pbcodec.encode_push(self._delta_pub(patch)) if patch else b""
-        return self._delta_pb or None
-
-    def delta_string(self) -> bytes | None:
-        """JSON: the delta as a JSON string (PROTOCOL.md §6.6), or None when there is none
-        worth sending (also when the patch is not valid UTF-8 text)."""
-        if self._delta is None:
-            patch = self._patch()
-            try:
-                text = patch.decode("utf-8") if patch else ""
-            except UnicodeDecodeError:
-                text = ""
-            self._delta = (
-                codec.encode_push(self._delta_pub(_string.encode(text))) if text else b""
-            )
-        return self._delta or None
+_NONE: list[Peer] = []
 
 
 class ChannelSubscribers:
@@ -146,13 +33,13 @@ class ChannelSubscribers:
 
     def __init__(self) -> None:
         # dicts, not sets: deterministic delivery order and O(1) removal
-        self.clients: dict[Client, None] = {}
-        self.join_leave: dict[Client, None] = {}
-        self.syncing: dict[Client, list[tuple[int, Shared]]] = {}
-        self.waiting: dict[Client, int] = {}
+        self.clients: dict[Peer, None] = {}
+        self.join_leave: dict[Peer, None] = {}
+        self.syncing: dict[Peer, list[tuple[int, Shared]]] = {}
+        self.waiting: dict[Peer, int] = {}
         # Delta subscriptions (live), each with "has the previous publication" (PROTOCOL.md
         # §6.6), and the data of the channel's previous publication they would delta against.
-        self.delta: dict[Client, bool] = {}
+        self.delta: dict[Peer, bool] = {}
         self.prev: bytes | None = None
         # The channel's stream as this node has seen it: the epoch, and the offset of the last
         # publication the engine delivered (-1: none yet, so no baseline). Used to detect gaps.
@@ -169,7 +56,7 @@ class Hub:
     def __init__(self) -> None:
         self.channels: dict[str, ChannelSubscribers] = {}
 
-    def start_sync(self, channel: str, client: Client) -> bool:
+    def start_sync(self, channel: str, client: Peer) -> bool:
         """Register a subscribing client; returns True if it is the channel's first."""
         subs = self.channels.get(channel)
         first = subs is None
@@ -181,7 +68,7 @@ class Hub:
     def finish_sync(
         self,
         channel: str,
-        client: Client,
+        client: Peer,
         *,
         push_join_leave: bool,
         live_from: int = -1,
@@ -209,13 +96,13 @@ class Hub:
         return fresh
 
     @staticmethod
-    def _go_live(subs: ChannelSubscribers, client: Client, delta: bool) -> None:
+    def _go_live(subs: ChannelSubscribers, client: Peer, delta: bool) -> None:
         if delta:
             subs.delta[client] = False  # the first publication goes in full
         else:
             subs.clients[client] = None
 
-    def remove(self, channel: str, client: Client) -> bool:
+    def remove(self, channel: str, client: Peer) -> bool:
         """Remove a client (live or syncing); returns True if the channel became empty."""
         subs = self.channels.get(channel)
         if subs is None:
@@ -234,7 +121,7 @@ class Hub:
         """Subscribers that completed their subscribe (live or waiting for the live stream)."""
         return len(subs.clients) + len(subs.waiting) + len(subs.delta)
 
-    def broadcast(self, subs: ChannelSubscribers, shared: Shared, offset: int) -> list[Client]:
+    def broadcast(self, subs: ChannelSubscribers, shared: Shared, offset: int) -> list[Peer]:
         """Deliver to every live subscriber; returns the waiting subscribers that found a gap
         (the first live offset is past the one after what they read): rare, and the caller
         tells them."""
@@ -247,7 +134,7 @@ class Hub:
             self._broadcast_delta(subs, shared)
         if not subs.waiting:
             return _NONE
-        missed: list[Client] = []
+        missed: list[Peer] = []
         for client, live_from in list(subs.waiting.items()):
             if not offset:  # a publication outside the stream (skip_history): deliver it
                 self._deliver_one(client, shared)
@@ -259,7 +146,7 @@ class Hub:
                     sub = client.session.subs.get(shared.channel)
                     if sub is not None and sub.delta:
                         subs.delta[client] = True  # it gets this one in full, next a delta
-                        client.enqueue(shared.full_for(client))
+                        client.enqueue(shared.full_for(client.protobuf))
                         if shared.pub is not None:
                             subs.prev = bytes(shared.pub.data)
                     else:
@@ -268,10 +155,10 @@ class Hub:
         return missed
 
     @staticmethod
-    def _deliver_one(client: Client, shared: Shared) -> None:
+    def _deliver_one(client: Peer, shared: Shared) -> None:
         sub = client.session.subs.get(shared.channel)
         if sub is not None and sub.delta:
-            client.enqueue(shared.full_for(client))
+            client.enqueue(shared.full_for(client.protobuf))
         else:
             client.enqueue_shared(shared)
 
@@ -282,8 +169,8 @@ class Hub:
         shared.prev = subs.prev
         delta = subs.delta
         for client, has_prev in delta.items():
-            payload = shared.delta_for(client) if has_prev else None
-            client.enqueue(payload or shared.full_for(client))
+            payload = shared.delta_for(client.protobuf) if has_prev else None
+            client.enqueue(payload or shared.full_for(client.protobuf))
             if not has_prev:
                 delta[client] = True
         if shared.pub is not None:

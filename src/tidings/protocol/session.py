@@ -135,6 +135,18 @@ class SubscribeDecision:
 
 
 @dataclass(slots=True)
+class Credentials:
+    """Who a connection is, wherever that came from (a connection JWT, an application hook,
+    or nobody: anonymous): the first half of a connect. ``decide`` is the second."""
+
+    user: str
+    info: bytes | None = None
+    expires_at: int = 0  # unix seconds; 0: never
+    channels: list[str] = field(default_factory=list)  # subscribed server-side
+    subs: dict[str, SubscribeOptions] = field(default_factory=dict)  # the same, with options
+
+
+@dataclass(slots=True)
 class ConnectDecision:
     user: str
     info: bytes | None
@@ -227,38 +239,49 @@ class Session:
             raise Disconnect.INVALID_TOKEN from None
 
     def decide_connect(self, req: ConnectRequest, now: float) -> ConnectDecision:
-        """Authenticate; raise ReplyError/Disconnect. Marks the session FAILED on errors."""
+        """Both halves for a connect without application hooks: the token's credentials, or
+        anonymous ones; raises ReplyError/Disconnect (FAILED on a ReplyError)."""
         try:
-            return self._decide_connect(req, now)
+            return self.decide(self.credentials(req, now) or self.anonymous(), req, now)
         except ReplyError:
             self.state = State.FAILED
             raise
 
-    def _decide_connect(self, req: ConnectRequest, now: float) -> ConnectDecision:
-        token: ConnectToken | None = None
-        if req.token:
-            token = self._verify_connect_token(req.token, now)
-            if not token.user and self.config.disallow_anonymous_connection_tokens:
-                raise Disconnect.PERMISSION_DENIED
-            user, info = token.user, token.info
-            expires_at = 0 if self.config.insecure else token.expires_at
-        elif self.config.allow_anonymous_connect_without_token or self.config.insecure:
-            user, info, expires_at = "", None, 0
-        else:
-            raise Disconnect.BAD_REQUEST
-        if expires_at and expires_at <= now:
+    def credentials(self, req: ConnectRequest, now: float) -> Credentials | None:
+        """The connection token's credentials; None without a token. Raises for a token
+        that does not verify (3500), has expired (109) or is anonymous where that is
+        disallowed (3507)."""
+        if not req.token:
+            return None
+        token: ConnectToken = self._verify_connect_token(req.token, now)
+        if not token.user and self.config.disallow_anonymous_connection_tokens:
+            raise Disconnect.PERMISSION_DENIED
+        return Credentials(
+            user=token.user, info=token.info,
+            expires_at=0 if self.config.insecure else token.expires_at,
+            channels=list(token.channels), subs=dict(token.subs),
+        )
+
+    def anonymous(self) -> Credentials:
+        """Credentials for a connection nobody vouched for, where allowed (else 3501)."""
+        if self.config.allow_anonymous_connect_without_token or self.config.insecure:
+            return Credentials(user="")
+        raise Disconnect.BAD_REQUEST
+
+    def decide(self, creds: Credentials, req: ConnectRequest, now: float) -> ConnectDecision:
+        """What the connection gets: its identity, expiry and server-side subscriptions (the
+        credentials' channels, the personal channel, the requested ``subs`` it may have)."""
+        if creds.expires_at and creds.expires_at <= now:
             raise ErrorCode.EXPIRED
+        user, info, expires_at = creds.user, creds.info, creds.expires_at
         self.user, self.info = user, info
         decision = ConnectDecision(user=user, info=info, expires_at=expires_at)
 
         requested = req.subs or {}
-        server_side: dict[str, SubscribeOptions] = {}
-        if token is not None:
-            if token.subs:
-                server_side.update(token.subs)
-            else:
-                for ch in token.channels:
-                    server_side[ch] = SubscribeOptions()
+        server_side: dict[str, SubscribeOptions] = dict(creds.subs)
+        if not creds.subs:
+            for ch in creds.channels:
+                server_side[ch] = SubscribeOptions()
         personal = self.config.subscribe_to_user_personal_channel
         if personal.enabled and user:
             ch = self.rules.personal_channel(user, personal.personal_channel_namespace)

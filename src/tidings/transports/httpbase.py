@@ -118,7 +118,7 @@ def door(conn: HttpProtocol, keep_alive: bool) -> bool:
         conn.respond(503, b"Shutting down\n", keep_alive=False)
         return False
     node = conn.node
-    if not node.limits.admit(len(node.opened)):
+    if not node.limits.admit(len(node.registry.opened)):
         conn.respond(503, b"", keep_alive=keep_alive)
         return False
     return True

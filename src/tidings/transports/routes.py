@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from tidings.config import Config
-from tidings.engine.base import EngineError
 from tidings.errors import ProtocolError
 from tidings.protocol import pbcodec, wsframe
 from tidings.transports import sockjs
@@ -219,19 +218,7 @@ async def emulation(conn: HttpProtocol, req: Request) -> None:
         conn.respond(400, f"malformed emulation request: {exc!r}\n".encode(),
                      keep_alive=keep_alive, extra=cors)
         return
-    status = 204
-    if node_id == node.id:
-        status = node.emulation(session, commands)
-    elif node.cluster.is_live(node_id):
-        try:
-            await node.cluster.send(node_id, "emulation", {
-                "session": session, "b64data": base64.b64encode(commands).decode(),
-            })
-        except EngineError as exc:
-            log.warning("emulation request for node %s not forwarded: %s", node_id, exc)
-            status = 503
-    else:
-        status = 404
+    status = await node.actions.emulate(session, node_id, commands)
     bodies = {404: b"unknown session or node\n", 429: b"too many commands waiting\n",
               503: b"engine unavailable\n"}
     conn.respond(status, bodies.get(status, b""), keep_alive=keep_alive, extra=cors)

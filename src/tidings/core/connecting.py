@@ -1,0 +1,164 @@
+"""A connect, in two halves: obtain the credentials, then decide what the connection gets.
+
+1. **Credentials**: from the connection JWT (``Session.credentials``); without a token, from
+   the application's ``hooks.connecting`` (in process now, Centrifugo's connect proxy next);
+   else the anonymous rules (``Session.anonymous``).
+2. **Decide** (``Session.decide``): identity, expiry, server-side subscriptions; then the node's
+   limits (the user's connect rate, ``client.user_connection_limit``), and the subscriptions
+   are prepared before the reply and finished after it.
+
+Bidirectional transports answer the ``connect`` command with a reply; unidirectional ones
+(PROTOCOL.md §8.1) read a bare ConnectRequest and answer with a ``connect`` push, their errors
+becoming disconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tidings import __version__
+from tidings.core import subscribing
+from tidings.core.hooks import ClientEvent, ConnectingEvent
+from tidings.core.host import Connection
+from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError
+from tidings.protocol.messages import (
+    ConnectRequest,
+    ConnectResult,
+    Push,
+    Reply,
+    StreamPosition,
+    SubscribeResult,
+)
+from tidings.protocol.session import ConnectDecision, Credentials, State, SubscribeDecision
+
+__all__ = ["connect", "establish", "uni_connect"]
+
+log = logging.getLogger("tidings.client")
+
+Prepared = list[tuple[SubscribeDecision, StreamPosition | None]]
+
+
+async def connect(client: Connection, cmd_id: int, req: ConnectRequest, now: float) -> None:
+    result, prepared = await establish(client, req, now)
+    client.reply(Reply(id=cmd_id, connect=result))
+    for decision, top in prepared:
+        await subscribing.finish(client, decision, top)
+
+
+async def uni_connect(client: Connection, frame: bytes) -> None:
+    """Unidirectional transports: the first message is a ConnectRequest (not a command)."""
+    try:
+        req = client.transport.codec.decode_connect_request(frame)
+    except ProtocolError as exc:
+        log.info("client %s sent a malformed connect request: %s", client.client_id, exc)
+        client.close(Disconnect.BAD_REQUEST)
+        return
+    try:
+        result, prepared = await establish(client, req, time.time())
+    except Disconnect as d:
+        client.close(d)
+        return
+    except ReplyError as err:
+        log.info("uni connect of %s refused: %d %s", client.client_id, err.code, err.message)
+        client.close(_uni_disconnect(err.code))
+        return
+    client.enqueue(client.transport.codec.encode_push(Push(connect=result)))
+    for decision, top in prepared:
+        await subscribing.finish(client, decision, top)
+
+
+def _uni_disconnect(code: int) -> Disconnect:
+    """Unidirectional connect errors become disconnects (PROTOCOL.md §8.1)."""
+    if code in (109, 110):
+        return Disconnect.EXPIRED
+    if code == 103:
+        return Disconnect.PERMISSION_DENIED
+    if code == 111:
+        return Disconnect.TOO_MANY_REQUESTS
+    return Disconnect.INTERNAL
+
+
+async def credentials(client: Connection, req: ConnectRequest, now: float) -> Credentials:
+    """The first half: who this connection is."""
+    session = client.session
+    creds = session.credentials(req, now)
+    hook = client.node.hooks.connecting
+    if creds is None and hook is not None:
+        creds = await hook(ConnectingEvent(
+            client=client.client_id, user="", transport=client.transport.name,
+            data=bytes(req.data) if req.data else None, name=req.name, version=req.version,
+        ))
+    return creds if creds is not None else session.anonymous()
+
+
+async def establish(client: Connection, req: ConnectRequest, now: float
+                    ) -> tuple[ConnectResult, Prepared]:
+    """Authenticate and prepare the server-side subscriptions; the caller sends the result,
+    then finishes them."""
+    node = client.node
+    session = client.session
+    try:
+        decision = session.decide(await credentials(client, req, now), req, now)
+        await _admit(client, decision)
+    except ReplyError:
+        session.state = State.FAILED
+        raise
+    session.connected(decision)
+    node.client_connected(client)
+    node.hooks.notify_connected(ClientEvent(client.client_id, client.user,
+                                            client.transport.name))
+    result = _result(client, decision, now)
+    subs: dict[str, SubscribeResult] = {}
+    prepared: Prepared = []
+    try:
+        for sub_decision in decision.subs:
+            sub_result, top = await subscribing.prepare(client, sub_decision, now)
+            subs[sub_decision.sub.channel] = sub_result
+            prepared.append((sub_decision, top))
+    except BaseException:
+        # The connect fails: presence already added for the prepared channels goes too.
+        for done, _ in prepared:
+            if done.sub.presence:
+                node.spawn(node.channels.leave_channel(client, done.sub, announce=False))
+        raise
+    if subs:
+        result.subs = subs
+    return result, prepared
+
+
+async def _admit(client: Connection, decision: ConnectDecision) -> None:
+    """The node's limits for a new connection of ``decision.user``."""
+    limits = client.node.limits
+    user = decision.user
+    if not limits.allow_connect(user, time.monotonic()):
+        raise ErrorCode.TOO_MANY_REQUESTS
+    if limits.user_connection_limit and user:
+        # Cluster-wide with a distributed engine (Centrifugo counts per node).
+        engine = client.node.engine
+        if not await engine.add_user_connection(user, client.client_id,
+                                                limits.user_connection_limit):
+            log.info("connection limit of user %r reached (%d)", user,
+                     limits.user_connection_limit)
+            raise Disconnect.CONNECTION_LIMIT
+        client.counted = True
+
+
+def _result(client: Connection, decision: ConnectDecision, now: float) -> ConnectResult:
+    node = client.node
+    cfg = node.config.client
+    result = ConnectResult(client=client.client_id, version=__version__)
+    if decision.expires_at:
+        result.expires = True
+        result.ttl = max(int(decision.expires_at - now), 0)
+    if cfg.ping_interval > 0:
+        result.ping = int(cfg.ping_interval)
+        result.pong = client.transport.bidirectional and cfg.pong_timeout > 0
+    if cfg.connect_include_server_time:
+        result.time = int(now * 1000)
+    if client.transport.emulation:
+        # Emulation: the client posts its commands to /emulation naming these two.
+        client.emulation_session = node.registry.open_emulation_session(client)
+        result.session = client.emulation_session
+        result.node = node.id
+    return result
