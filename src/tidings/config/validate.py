@@ -55,11 +55,7 @@ def _validate_redis(cfg: RedisConfig, where: str) -> None:
         raise ConfigError(f"'{where}.sentinel_master_name' is required with sentinel_address")
     if not (cfg.address or cfg.cluster_address or cfg.sentinel_address):
         raise ConfigError(f"'{where}.address' must list at least one Redis address")
-    for key, addresses in (("address", cfg.address), ("cluster_address", cfg.cluster_address)):
-        for address in addresses:
-            if "://" in address and not address.startswith(_REDIS_SCHEMES):
-                raise ConfigError(f"invalid value in '{where}.{key}': {address!r} (use "
-                                  "redis://, rediss:// or unix://)")
+    _validate_addresses(cfg, where)
     if "{" in cfg.prefix or "}" in cfg.prefix:
         raise ConfigError(f"invalid value for '{where}.prefix': no braces (Redis hash tags)")
     if cfg.presence_ttl <= 0 or cfg.connect_timeout <= 0 or cfg.io_timeout <= 0:
@@ -67,8 +63,15 @@ def _validate_redis(cfg: RedisConfig, where: str) -> None:
                           "positive")
 
 
-def validate(config: Config) -> None:
-    """Cross-field checks msgspec's type validation cannot express."""
+def _validate_addresses(cfg: RedisConfig, where: str) -> None:
+    for key, addresses in (("address", cfg.address), ("cluster_address", cfg.cluster_address)):
+        for address in addresses:
+            if "://" in address and not address.startswith(_REDIS_SCHEMES):
+                raise ConfigError(f"invalid value in '{where}.{key}': {address!r} (use "
+                                  "redis://, rediss:// or unix://)")
+
+
+def _validate_channels(config: Config) -> None:
     _validate_options(config.channel.without_namespace, "channel.without_namespace")
     seen: set[str] = set()
     for i, ns in enumerate(config.channel.namespaces):
@@ -86,8 +89,9 @@ def validate(config: Config) -> None:
             "'client.subscribe_to_user_personal_channel.personal_channel_namespace' names an "
             f"unknown namespace {personal.personal_channel_namespace!r}"
         )
-    if not 0 < config.http_server.port < 65536:
-        raise ConfigError("invalid value for 'http_server.port': must be 1..65535")
+
+
+def _validate_engine(config: Config) -> None:
     if config.engine.type not in ENGINES:
         raise ConfigError(f"invalid value for 'engine.type': {config.engine.type!r} "
                           f"(available: {', '.join(ENGINES)})")
@@ -99,6 +103,14 @@ def validate(config: Config) -> None:
         if config.engine.type != "redis":
             raise ConfigError("'presence_manager' needs 'engine.type' redis")
         _validate_redis(config.presence_manager.redis, "presence_manager.redis")
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks msgspec's type validation cannot express."""
+    _validate_channels(config)
+    if not 0 < config.http_server.port < 65536:
+        raise ConfigError("invalid value for 'http_server.port': must be 1..65535")
+    _validate_engine(config)
     if config.client.channel_limit < 0 or config.client.queue_max_size <= 0:
         raise ConfigError("'client.channel_limit' and 'client.queue_max_size' must be positive")
     if config.websocket.message_size_limit <= 0:

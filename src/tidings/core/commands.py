@@ -14,7 +14,7 @@ from typing import Any
 
 from tidings import __version__
 from tidings.core import connecting, subscribing
-from tidings.core.hooks import PublishingEvent, RpcEvent
+from tidings.core.hooks import PublishingEvent, RpcEvent, checked_json
 from tidings.core.host import Connection
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol import codec
@@ -79,7 +79,8 @@ async def publish(client: Connection, cmd_id: int, req: PublishRequest, now: flo
                                               transport=client.transport.name,
                                               channel=channel, data=data))
         if replaced is not None:
-            data = replaced
+            data = replaced if opts.publication_data_format == "binary" else checked_json(
+                replaced, "publishing")
     if opts.publication_data_format == "binary":
         payload = Raw(data)
     else:
@@ -143,7 +144,8 @@ async def rpc(client: Connection, cmd_id: int, req: RpcRequest, now: float) -> N
     data = await hook(RpcEvent(client=client.client_id, user=client.user,
                                transport=client.transport.name, method=req.method,
                                data=bytes(req.data)))
-    client.reply(Reply(id=cmd_id, rpc=RpcResult(data=codec.raw(data) if data else None)))
+    result = codec.raw(checked_json(data, "rpc")) if data else None
+    client.reply(Reply(id=cmd_id, rpc=RpcResult(data=result)))
 
 
 async def ping(client: Connection, cmd_id: int, req: Any, now: float) -> None:

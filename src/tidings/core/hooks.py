@@ -27,6 +27,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from tidings.errors import ErrorCode
+from tidings.protocol import codec
 from tidings.protocol.session import Credentials
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "RpcEvent",
     "SubscribeAnswer",
     "SubscribingEvent",
+    "checked_json",
 ]
 
 log = logging.getLogger("tidings.hooks")
@@ -95,6 +98,16 @@ class RefreshingEvent(ClientEvent):
 class DisconnectedEvent(ClientEvent):
     code: int = 0
     reason: str = ""
+
+
+def checked_json(data: bytes, hook: str) -> bytes:
+    """A hook's JSON answer, checked before any client sees it: a hook that returns something
+    that is not JSON is a bug of the hook (the client gets 100, the log says which hook)."""
+    problem = codec.json_error(data)
+    if problem:
+        log.error("the %s hook returned data that is not JSON: %s", hook, problem)
+        raise ErrorCode.INTERNAL
+    return data
 
 
 @dataclass

@@ -13,9 +13,9 @@ import msgspec
 
 from tidings.protocol import codec, pbcodec
 from tidings.protocol.fossil import create_delta
+from tidings.protocol.grants import as_full_string
 from tidings.protocol.kinds import KINDS, PROTOBUF_KINDS
 from tidings.protocol.messages import Publication, Push, Raw
-from tidings.protocol.session import as_full_string
 
 __all__ = ["Shared"]
 

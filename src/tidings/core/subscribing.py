@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import time
 
-from tidings.core.hooks import SubscribeAnswer, SubscribingEvent
+from tidings.core.hooks import SubscribeAnswer, SubscribingEvent, checked_json
 from tidings.core.host import Connection
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, Unsubscribe
+from tidings.protocol.grants import Sub, SubscribeDecision, as_full_string
 from tidings.protocol.messages import (
     EmptyResult,
     Publication,
@@ -28,7 +29,6 @@ from tidings.protocol.messages import (
     UnsubscribePush,
     UnsubscribeRequest,
 )
-from tidings.protocol.session import Sub, SubscribeDecision, as_full_string
 
 __all__ = ["drop", "finish", "prepare", "server_subscribe", "subscribe", "unsubscribe"]
 
@@ -54,9 +54,9 @@ def _apply(decision: SubscribeDecision, answer: SubscribeAnswer | None) -> None:
     if answer is None:
         return
     if answer.info is not None:
-        decision.sub.chan_info = answer.info
+        decision.sub.chan_info = checked_json(answer.info, "subscribing")
     if answer.data is not None:
-        decision.data = answer.data
+        decision.data = checked_json(answer.data, "subscribing")
 
 
 async def server_subscribe(client: Connection, decision: SubscribeDecision) -> None:

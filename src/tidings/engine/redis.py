@@ -45,14 +45,14 @@ from tidings.engine.base import (
     PublishOptions,
 )
 from tidings.engine.memory import IDEMPOTENCY_TTL, new_epoch
-from tidings.engine.redis_conn import (
+from tidings.engine.redis_addr import (
     Endpoint,
-    Shard,
     client_kwargs,
     jump_hash,
     parse_address,
     shard_index,
 )
+from tidings.engine.redis_conn import Shard
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 
 __all__ = ["RedisEngine", "jump_hash", "shard_index"]

@@ -109,7 +109,10 @@ def _fields(tp: type[msgspec.Struct]) -> dict[str, tuple[Any, Any]]:
 
 
 def _fill(msg: Any, obj: msgspec.Struct) -> None:
-    """Copy a struct's set fields into a protobuf message (defaults left out)."""
+    """Copy a struct's set fields into a protobuf message (defaults left out).
+
+    Complexity 16 (radon): one branch per kind of field (raw bytes, nested struct, map, list,
+    scalar) over the generic walk; splitting it would only scatter that one table."""
     present = {f.name for f in msg.DESCRIPTOR.fields}
     for name, (_, default) in _fields(type(obj)).items():
         if name not in present:

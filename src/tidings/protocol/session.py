@@ -16,22 +16,26 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 
-import msgspec
-
 from tidings.config import ChannelOptions, ClientConfig
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol.channels import ChannelRules, check_data_format
+from tidings.protocol.grants import (
+    FLAG_REJECT_UNRECOVERED,
+    Sub,
+    SubscribeDecision,
+    grant,
+    raw_or_none,
+    subscribe_result,
+)
 from tidings.protocol.messages import (
     ClientInfo,
     Command,
     ConnectRequest,
     Publication,
-    Raw,
     StreamPosition,
     SubscribeRequest,
     SubscribeResult,
 )
-from tidings.protocol.recovery import is_recovered
 from tidings.protocol.tokens import (
     ConnectToken,
     InvalidToken,
@@ -40,8 +44,6 @@ from tidings.protocol.tokens import (
     TokenExpired,
     TokenVerifier,
 )
-
-_string = msgspec.json.Encoder()
 
 __all__ = [
     "ConnectDecision",
@@ -52,7 +54,6 @@ __all__ = [
     "command_method",
 ]
 
-FLAG_REJECT_UNRECOVERED = 2
 
 _METHODS = (
     "connect",
@@ -85,55 +86,6 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
-class Sub:
-    """What the server remembers about one subscription of one connection."""
-
-    __slots__ = (
-        "chan_info",
-        "channel",
-        "delta",
-        "expires_at",
-        "join_leave",
-        "opts",
-        "positioned",
-        "presence",
-        "push_join_leave",
-        "recoverable",
-        "server_side",
-    )
-
-    def __init__(self, channel: str, opts: ChannelOptions) -> None:
-        self.channel = channel
-        self.opts = opts
-        self.presence = opts.presence
-        self.join_leave = opts.join_leave
-        self.push_join_leave = opts.join_leave and opts.force_push_join_leave
-        self.positioned = False
-        self.recoverable = False
-        self.chan_info: bytes | None = None
-        self.expires_at = 0
-        self.server_side = False
-        self.delta = False  # fossil delta negotiated (PROTOCOL.md §6.6)
-
-
-def as_full_string(pub: Publication) -> Publication:
-    """A publication for a delta subscription, in full: ``data`` as a JSON string of the
-    payload text (PROTOCOL.md §6.6)."""
-    return Publication(data=Raw(_string.encode(bytes(pub.data).decode("utf-8", "replace"))),
-                       info=pub.info, offset=pub.offset, tags=pub.tags)
-
-
-@dataclass(slots=True)
-class SubscribeDecision:
-    sub: Sub
-    recover: bool = False
-    offset: int = 0
-    epoch: str = ""
-    reject_unrecovered: bool = False
-    data: bytes | None = None
-    token_expires: bool = False
-
-
 @dataclass(slots=True)
 class Credentials:
     """Who a connection is, wherever that came from (a connection JWT, an application hook,
@@ -152,10 +104,6 @@ class ConnectDecision:
     info: bytes | None
     expires_at: int
     subs: list[SubscribeDecision] = field(default_factory=list)
-
-
-def _raw(data: bytes | None) -> Raw | None:
-    return Raw(data) if data else None
 
 
 class Session:
@@ -222,8 +170,8 @@ class Session:
 
     def client_info(self, chan_info: bytes | None = None) -> ClientInfo:
         return ClientInfo(
-            user=self.user, client=self.client_id, conn_info=_raw(self.info),
-            chan_info=_raw(chan_info),
+            user=self.user, client=self.client_id, conn_info=raw_or_none(self.info),
+            chan_info=raw_or_none(chan_info),
         )
 
     # ---------------------------------------------------------------- connect
@@ -278,23 +226,7 @@ class Session:
         decision = ConnectDecision(user=user, info=info, expires_at=expires_at)
 
         requested = req.subs or {}
-        server_side: dict[str, SubscribeOptions] = dict(creds.subs)
-        if not creds.subs:
-            for ch in creds.channels:
-                server_side[ch] = SubscribeOptions()
-        personal = self.config.subscribe_to_user_personal_channel
-        if personal.enabled and user:
-            ch = self.rules.personal_channel(user, personal.personal_channel_namespace)
-            server_side.setdefault(ch, SubscribeOptions())
-        for ch in requested:
-            if ch in server_side:
-                continue
-            try:
-                opts = self.rules.options(ch)
-            except ReplyError:
-                raise Disconnect.BAD_REQUEST from None
-            if self.rules.can_subscribe_without_token(ch, opts, user):
-                server_side[ch] = SubscribeOptions()
+        server_side = self._server_side(creds, requested)
         limit = self.config.channel_limit
         if limit and len(server_side) > limit:
             raise Disconnect.CHANNEL_LIMIT  # as Centrifugo: no connect reply, 3505
@@ -314,46 +246,44 @@ class Session:
             )
         return decision
 
+    def _server_side(self, creds: Credentials, requested: dict[str, SubscribeRequest]
+                     ) -> dict[str, SubscribeOptions]:
+        """The channels a connection is subscribed to server-side: the credentials', the
+        personal channel, and the requested ones it may subscribe to without a token."""
+        server_side: dict[str, SubscribeOptions] = dict(creds.subs)
+        if not creds.subs:
+            for ch in creds.channels:
+                server_side[ch] = SubscribeOptions()
+        user = creds.user
+        personal = self.config.subscribe_to_user_personal_channel
+        if personal.enabled and user:
+            ch = self.rules.personal_channel(user, personal.personal_channel_namespace)
+            server_side.setdefault(ch, SubscribeOptions())
+        for ch in requested:
+            if ch in server_side:
+                continue
+            try:
+                opts = self.rules.options(ch)
+            except ReplyError:
+                raise Disconnect.BAD_REQUEST from None
+            if self.rules.can_subscribe_without_token(ch, opts, user):
+                server_side[ch] = SubscribeOptions()
+        return server_side
+
     def connected(self, decision: ConnectDecision) -> None:
         self.state = State.CONNECTED
         self.expires_at = decision.expires_at
 
     # ---------------------------------------------------------------- subscribe
 
-    def grant(
-        self,
-        channel: str,
-        opts: ChannelOptions,
-        req: SubscribeRequest,
-        override: dict[str, bool],
-        *,
-        server_side: bool,
-    ) -> Sub:
-        sub = Sub(channel, opts)
-        sub.server_side = server_side
-        presence = override.get("presence", opts.presence)
-        join_leave = override.get("join_leave", opts.join_leave)
-        force_push = override.get("force_push_join_leave", opts.force_push_join_leave)
-        force_recovery = override.get("force_recovery", opts.force_recovery)
-        force_positioning = override.get("force_positioning", opts.force_positioning)
-        history_access = self.rules.can_history(opts, self.user, True)
-        presence_access = self.rules.can_presence(opts, self.user, True)
-        sub.presence = presence
-        sub.join_leave = join_leave
-        sub.delta = bool(req.delta) and req.delta in opts.allowed_delta_types
-        sub.push_join_leave = join_leave and (
-            force_push or (req.join_leave and presence_access)
-        )
-        if opts.history_enabled:
-            sub.recoverable = force_recovery or (
-                req.recoverable and (opts.allow_recovery or history_access)
-            )
-            sub.positioned = (
-                sub.recoverable
-                or force_positioning
-                or (req.positioned and (opts.allow_positioning or history_access))
-            )
-        return sub
+    def grant(self, channel: str, opts: ChannelOptions, req: SubscribeRequest,
+              override: dict[str, bool], *, server_side: bool) -> Sub:
+        return grant(self.rules, self.user, channel, opts, req, override,
+                     server_side=server_side)
+
+    def subscribe_result(self, decision: SubscribeDecision, pubs: list[Publication],
+                         top: StreamPosition, now: float) -> tuple[SubscribeResult, int]:
+        return subscribe_result(decision, pubs, top, now)
 
     def decide_subscribe(self, req: SubscribeRequest, now: float) -> SubscribeDecision:
         """Validate a client subscribe; raise ReplyError/Disconnect."""
@@ -392,39 +322,6 @@ class Session:
             data=data,
             token_expires=expires_at > 0,
         )
-
-    def subscribe_result(
-        self,
-        decision: SubscribeDecision,
-        pubs: list[Publication],
-        top: StreamPosition,
-        now: float,
-    ) -> tuple[SubscribeResult, int]:
-        """Build the SubscribeResult from the stream read; returns it with the offset from which
-        live publications continue. Raises 112 when recovery fails and the client asked to be
-        told (flag 2)."""
-        sub = decision.sub
-        result = SubscribeResult(data=_raw(decision.data))
-        if sub.expires_at:
-            result.expires = True
-            result.ttl = max(int(sub.expires_at - now), 0)
-        result.delta = sub.delta
-        if not sub.positioned:
-            return result, 0
-        result.positioned = True
-        result.recoverable = sub.recoverable
-        result.epoch = top.epoch
-        result.offset = top.offset
-        if decision.recover:
-            result.was_recovering = True
-            recovered = is_recovered(decision.offset, decision.epoch, pubs, top)
-            if recovered:
-                result.recovered = True
-                result.offset = decision.offset
-                result.publications = pubs or None
-            elif decision.reject_unrecovered:
-                raise ErrorCode.UNRECOVERABLE_POSITION
-        return result, top.offset
 
     def need_presence_access(self, channel: str) -> ChannelOptions:
         opts = self.rules.options(channel)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NO_CACHE",
+    "Answer",
     "Request",
     "cors_headers",
     "door",
@@ -110,36 +111,44 @@ def cors_headers(req: Request, allowed: list[str]) -> list[tuple[str, str]] | No
     return headers
 
 
-def door(conn: HttpProtocol, keep_alive: bool) -> bool:
-    """May a new client connection start here? If not, the 503 is sent: shutting down, or
+class Answer(Exception):
+    """Raised by an endpoint (or a check it calls) to answer at once: ``routes.serve``
+    responds with it. ``keep_alive=False`` closes the connection after it."""
+
+    def __init__(self, status: int, body: bytes = b"", *, keep_alive: bool = True,
+                 extra: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.keep_alive = keep_alive
+        self.extra = extra
+
+
+def door(conn: HttpProtocol) -> None:
+    """May a new client connection start here? If not, Answer 503: shutting down, or
     ``client.connection_limit`` / ``client.connection_rate_limit`` reached (an empty 503, as
     Centrifugo answers; the SDKs back off and reconnect)."""
     if not conn.state.accepting:
-        conn.respond(503, b"Shutting down\n", keep_alive=False)
-        return False
+        raise Answer(503, b"Shutting down\n", keep_alive=False)
     node = conn.node
     if not node.limits.admit(len(node.registry.opened)):
-        conn.respond(503, b"", keep_alive=keep_alive)
-        return False
-    return True
+        raise Answer(503)
 
 
 def preflight(conn: HttpProtocol, req: Request, allowed: tuple[str, ...]
-              ) -> list[tuple[str, str]] | None:
-    """Answer OPTIONS, a refused origin or a wrong method; else return the CORS headers."""
+              ) -> list[tuple[str, str]]:
+    """The CORS headers for an allowed origin; Answer for OPTIONS (the preflight), a refused
+    origin (403) or a method not in ``allowed`` (405)."""
     cors = cors_headers(req, conn.node.config.client.allowed_origins)
     if cors is None:
         log.info("request rejected: origin %r not allowed", req.headers.get("origin"))
-        conn.respond(403, b"Origin not allowed\n", keep_alive=req.keep_alive)
-        return None
+        raise Answer(403, b"Origin not allowed\n")
     if req.method == "OPTIONS":
-        conn.respond(204, b"", keep_alive=req.keep_alive, extra=[
+        raise Answer(204, extra=[
             *cors,
             ("Access-Control-Allow-Methods", ", ".join((*allowed, "OPTIONS"))),
             ("Access-Control-Max-Age", "300"),
         ])
-        return None
     if req.method not in allowed:
-        conn.respond(405, b"Method Not Allowed\n", keep_alive=req.keep_alive)
-        return None
+        raise Answer(405, b"Method Not Allowed\n")
     return cors

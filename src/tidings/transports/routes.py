@@ -14,8 +14,6 @@ Centrifugo does, before any origin or token check.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,15 +23,11 @@ import msgspec
 
 from tidings.config import Config
 from tidings.errors import ProtocolError
-from tidings.protocol import pbcodec, wsframe
+from tidings.protocol import pbcodec
 from tidings.transports import sockjs
-from tidings.transports.httpbase import NO_CACHE, Request, door, origin_allowed, preflight
+from tidings.transports.httpbase import NO_CACHE, Answer, Request, door, preflight
 from tidings.transports.stream import StreamTransport, chunk
-from tidings.transports.websocket import (
-    ProtobufWebSocketTransport,
-    UniWebSocketTransport,
-    WebSocketTransport,
-)
+from tidings.transports.upgrade import upgrade
 
 if TYPE_CHECKING:
     from tidings.transports.http import HttpProtocol
@@ -87,9 +81,11 @@ async def serve(conn: HttpProtocol, req: Request) -> None:
         path = req.path
         route = find(path)
         if route is None:
-            conn.respond(404, b"Not Found\n", keep_alive=req.keep_alive)
-        else:
-            await route.serve(conn, req)
+            raise Answer(404, b"Not Found\n")
+        await route.serve(conn, req)
+    except Answer as answer:
+        conn.respond(answer.status, answer.body, keep_alive=req.keep_alive and answer.keep_alive,
+                     extra=answer.extra)
     except asyncio.CancelledError:
         raise
     except ValueError as exc:  # e.g. a URL urlsplit refuses
@@ -104,10 +100,9 @@ async def serve(conn: HttpProtocol, req: Request) -> None:
 
 
 async def health(conn: HttpProtocol, req: Request) -> None:
-    if conn.node.config.health.enabled:
-        conn.respond(200, b"{}", content_type="application/json", keep_alive=req.keep_alive)
-    else:
-        conn.respond(404, b"Not Found\n", keep_alive=req.keep_alive)
+    if not conn.node.config.health.enabled:
+        raise Answer(404, b"Not Found\n")
+    conn.respond(200, b"{}", content_type="application/json", keep_alive=req.keep_alive)
 
 
 def api_check(conn: HttpProtocol, req: Request) -> Refusal | None:
@@ -144,30 +139,15 @@ def open_stream(conn: HttpProtocol, req: Request, name: str) -> None:
     """Open an HTTP-streaming or SSE connection (bidirectional emulation or uni)."""
     cfg = getattr(conn.node.config, name)
     if not cfg.enabled:
-        conn.respond(404, b"Not Found\n", keep_alive=req.keep_alive)
-        return
-    if not door(conn, req.keep_alive):
-        return
+        raise Answer(404, b"Not Found\n")
+    door(conn)
     sse = name.endswith("sse")
     cors = preflight(conn, req, ("GET", "POST") if sse else ("POST",))
-    if cors is None:
-        return
-    body = req.body
-    if req.method == "GET":
-        values = req.query().get("cf_connect")
-        if not values and not name.startswith("uni"):
-            conn.respond(400, b"cf_connect query parameter expected\n",
-                         keep_alive=req.keep_alive)
-            return
-        body = values[0].encode() if values else b""
-        if len(body) > cfg.max_request_body_size:
-            conn.respond(413, b"Payload Too Large\n", keep_alive=False)
-            return
+    body = _connect_request(req, name, cfg.max_request_body_size)
     if req.headers.get("content-type", "").startswith("application/octet-stream"):
         if name != "http_stream" or not pbcodec.available():
-            conn.respond(501, b"Protobuf is served on websocket and http_stream (with the "
-                         b"protobuf extra)\n", keep_alive=req.keep_alive)
-            return
+            raise Answer(501, b"Protobuf is served on websocket and http_stream (with the "
+                              b"protobuf extra)\n")
         name = "http_stream_protobuf"
     transport = conn.transport
     assert transport is not None
@@ -187,6 +167,19 @@ def open_stream(conn: HttpProtocol, req: Request, name: str) -> None:
         conn.stream.client.feed(body)
 
 
+def _connect_request(req: Request, name: str, limit: int) -> bytes:
+    """The stream's opening message: the POST body, or ``cf_connect`` of a GET (SSE)."""
+    if req.method != "GET":
+        return req.body
+    values = req.query().get("cf_connect")
+    if not values and not name.startswith("uni"):
+        raise Answer(400, b"cf_connect query parameter expected\n")
+    body = values[0].encode() if values else b""
+    if len(body) > limit:
+        raise Answer(413, b"Payload Too Large\n", keep_alive=False)
+    return body
+
+
 def _emulation_body(config: Config) -> int:
     return config.emulation.max_request_body_size
 
@@ -194,100 +187,33 @@ def _emulation_body(config: Config) -> int:
 async def emulation(conn: HttpProtocol, req: Request) -> None:
     """``POST /emulation``: commands for an HTTP-streaming/SSE connection, on this node or
     (through the engine) on the node that holds it."""
-    node = conn.node
-    config = node.config
-    keep_alive = req.keep_alive
+    config = conn.node.config
     if not (config.http_stream.enabled or config.sse.enabled):
-        conn.respond(404, b"Not Found\n", keep_alive=keep_alive)
-        return
+        raise Answer(404, b"Not Found\n")
     cors = preflight(conn, req, ("POST",))
-    if cors is None:
-        return
     try:
-        if req.headers.get("content-type", "").startswith("application/octet-stream"):
-            if not pbcodec.available():
-                conn.respond(501, b"Protobuf needs the protobuf extra\n",
-                             keep_alive=keep_alive, extra=cors)
-                return
-            session, node_id, commands = pbcodec.decode_emulation_request(req.body)
-        else:
-            decoded = msgspec.json.decode(req.body, type=EmulationRequest)
-            session, node_id, commands = decoded.session, decoded.node, decoded.data.encode()
+        session, node_id, commands = _emulation_request(req)
     except (msgspec.DecodeError, msgspec.ValidationError, ProtocolError, RecursionError) as exc:
         log.info("malformed emulation request: %r", exc)
-        conn.respond(400, f"malformed emulation request: {exc!r}\n".encode(),
-                     keep_alive=keep_alive, extra=cors)
-        return
-    status = await node.actions.emulate(session, node_id, commands)
+        raise Answer(400, f"malformed emulation request: {exc!r}\n".encode(),
+                     extra=cors) from None
+    status = await conn.node.actions.emulate(session, node_id, commands)
     bodies = {404: b"unknown session or node\n", 429: b"too many commands waiting\n",
               503: b"engine unavailable\n"}
-    conn.respond(status, bodies.get(status, b""), keep_alive=keep_alive, extra=cors)
+    conn.respond(status, bodies.get(status, b""), keep_alive=req.keep_alive, extra=cors)
+
+
+def _emulation_request(req: Request) -> tuple[str, str, bytes]:
+    if not req.headers.get("content-type", "").startswith("application/octet-stream"):
+        decoded = msgspec.json.decode(req.body, type=EmulationRequest)
+        return decoded.session, decoded.node, decoded.data.encode()
+    if not pbcodec.available():
+        raise Answer(501, b"Protobuf needs the protobuf extra\n")
+    return pbcodec.decode_emulation_request(req.body)
 
 
 async def upgrade_required(conn: HttpProtocol, req: Request) -> None:
-    conn.respond(426, b"WebSocket upgrade expected\n", keep_alive=req.keep_alive,
-                 extra=[("Upgrade", "websocket")])
-
-
-def _valid_key(key: str) -> bool:
-    """``Sec-WebSocket-Key``: base64 of 16 bytes (RFC 6455 §4.1)."""
-    try:
-        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
-    except (UnicodeEncodeError, binascii.Error, ValueError):
-        return False
-
-
-def upgrade(conn: HttpProtocol, req: Request, rest: bytes) -> None:
-    """``Upgrade: websocket`` on /connection/websocket or /connection/uni_websocket."""
-    config = conn.node.config
-    path = req.path
-    uni = path == "/connection/uni_websocket"
-    if (not config.uni_websocket.enabled) if uni else (
-            path != "/connection/websocket" or config.websocket.disabled):
-        conn.respond(404, b"Not Found\n", keep_alive=False)
-        return
-    if not door(conn, False):
-        return
-    headers = req.headers
-    key = headers.get("sec-websocket-key", "")
-    if headers.get("upgrade", "").lower() != "websocket" or not _valid_key(key):
-        conn.respond(400, b"Bad WebSocket handshake\n", keep_alive=False)
-        return
-    if not origin_allowed(headers.get("origin"), config.client.allowed_origins):
-        log.info("websocket rejected: origin %r not allowed", headers.get("origin"))
-        conn.respond(403, b"Origin not allowed\n", keep_alive=False)
-        return
-    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")
-               if p.strip()]
-    query = req.query()
-    protobuf = not uni and ("centrifuge-protobuf" in offered or any(
-        v == ["protobuf"] for k, v in query.items() if k in ("format", "cf_protocol")
-    ))
-    if protobuf and not pbcodec.available():
-        conn.respond(501, b"Protobuf needs the protobuf extra: pip install "
-                     b"'tidings[protobuf]'\n", keep_alive=False)
-        return
-    chosen = next((p for p in offered if p in _SUBPROTOCOLS), None)
-    if protobuf:
-        chosen = "centrifuge-protobuf" if "centrifuge-protobuf" in offered else None
-    lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
-             f"Sec-WebSocket-Accept: {wsframe.accept_key(key)}"]
-    if chosen:
-        lines.append(f"Sec-WebSocket-Protocol: {chosen}")
-    transport = conn.transport
-    assert transport is not None
-    transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    # The HTTP parser and request state are dead weight on a long-lived WebSocket: drop them
-    # (measured: ~1 KiB per idle connection, docs/design.md).
-    conn.take_over()
-    cls = (UniWebSocketTransport if uni else ProtobufWebSocketTransport if protobuf
-           else WebSocketTransport)
-    conn.ws = cls(conn.node, transport)
-    connect = query.get("cf_connect")
-    if uni and connect:
-        conn.ws.client.feed(connect[0].encode())
-    if rest:
-        conn.ws.data_received(rest)
+    raise Answer(426, b"WebSocket upgrade expected\n", extra=[("Upgrade", "websocket")])
 
 
 # ---------------------------------------------------------------- the table

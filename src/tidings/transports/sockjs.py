@@ -24,7 +24,7 @@ from tidings.errors import Disconnect
 from tidings.protocol import codec
 from tidings.protocol.codecs import Codec
 from tidings.protocol.kinds import Kind
-from tidings.transports.httpbase import NO_CACHE, Request, door, preflight
+from tidings.transports.httpbase import NO_CACHE, Answer, Request, door, preflight
 from tidings.transports.stream import chunk
 
 if TYPE_CHECKING:
@@ -250,49 +250,45 @@ _JS = "application/javascript; charset=UTF-8"
 
 async def endpoint(conn: HttpProtocol, req: Request) -> None:
     """``/connection/sockjs/info`` and ``/connection/sockjs/<server>/<session>/<kind>``."""
-    keep_alive = req.keep_alive
     if not conn.node.config.sockjs.enabled:
-        conn.respond(404, b"Not Found\n", keep_alive=keep_alive)
-        return
+        raise Answer(404, b"Not Found\n")
     parts = req.path[len("/connection/sockjs/"):].split("/")
     if parts == ["info"]:
         cors = preflight(conn, req, ("GET",))
-        if cors is not None:
-            conn.respond(200, info_body(), content_type="application/json",
-                         keep_alive=keep_alive, extra=[*NO_CACHE, *cors])
+        conn.respond(200, info_body(), content_type="application/json",
+                     keep_alive=req.keep_alive, extra=[*NO_CACHE, *cors])
         return
     if (len(parts) != 3 or not all(parts[:2]) or "." in parts[0] or "." in parts[1]
             or parts[2] not in _KINDS):
-        conn.respond(404, b"Not Found\n", keep_alive=keep_alive)
-        return
+        raise Answer(404, b"Not Found\n")
     _, sid, kind = parts
     cors = preflight(conn, req, ("POST",))
-    if cors is None:
-        return
     sessions = conn.state.sockjs
-    session = sessions.by_id.get(sid)
     if kind == "xhr_send":
+        session = sessions.by_id.get(sid)
         if session is None:
-            conn.respond(404, b"unknown session\n", keep_alive=keep_alive, extra=cors)
-        else:
-            _send(conn, req, session, cors)
+            raise Answer(404, b"unknown session\n", extra=cors)
+        _send(conn, req, session, cors)
         return
-    if session is None and not door(conn, keep_alive):
-        return  # a new session is a new connection
+    if sid not in sessions.by_id:
+        door(conn)  # a new session is a new connection
     session, opened = sessions.get_or_open(sid)
     if kind == "xhr":
+        data = OPEN if opened else await session.poll()
         if opened:
             session.schedule_expiry()
-            data = OPEN
-        else:
-            data = await session.poll()
-        conn.respond(200, data, content_type=_JS, keep_alive=keep_alive,
+        conn.respond(200, data, content_type=_JS, keep_alive=req.keep_alive,
                      extra=[*NO_CACHE, *cors])
-        return
-    if session.busy():
-        conn.respond(200, ANOTHER_CONNECTION, content_type=_JS, keep_alive=keep_alive,
+    elif session.busy():
+        conn.respond(200, ANOTHER_CONNECTION, content_type=_JS, keep_alive=req.keep_alive,
                      extra=[*NO_CACHE, *cors])
-        return
+    else:
+        _stream(conn, session, opened, cors)
+
+
+def _stream(conn: HttpProtocol, session: SockJSSession, opened: bool,
+            cors: list[tuple[str, str]]) -> None:
+    """``xhr_streaming``: the connection becomes the session's stream."""
     transport = conn.transport
     assert transport is not None
     lines = ["HTTP/1.1 200 OK", f"Content-Type: {_JS}", "Transfer-Encoding: chunked",
