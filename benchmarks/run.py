@@ -736,9 +736,9 @@ def main() -> int:
                         help="comma-separated; S7 (Redis engine, two nodes) and S8 (SSE and "
                              "HTTP-streaming vs WebSocket) need only Tidings")
     parser.add_argument("--no-install", action="store_true")
-    parser.add_argument("--baseline", default="", metavar="REF",
-                        help="also run Tidings as of this git ref (target tidings@REF), for "
-                             "before/after ratios in one run")
+    parser.add_argument("--baseline", default="", metavar="REF[,REF...]",
+                        help="also run Tidings as of these git refs (targets tidings@REF), "
+                             "for before/after ratios in one run")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.jsonl"))
     args = parser.parse_args()
     if not shutil.which("taskset"):
@@ -756,12 +756,11 @@ def main() -> int:
     cfg = Path(tempfile.gettempdir()) / "tidings-bench.json"
     cfg.write_text(json.dumps(TIDINGS_CONFIG))
     targets = [tidings_target(cfg), raw_target(), *peer_targets()]
-    if args.baseline:
-        targets.insert(1, baseline_target(cfg, args.baseline))
+    refs = [ref for ref in args.baseline.split(",") if ref]
+    for i, ref in enumerate(refs):
+        targets.insert(1 + i, baseline_target(cfg, ref))
     if args.targets:
-        wanted = set(args.targets.split(","))
-        if args.baseline:
-            wanted.add(f"tidings@{args.baseline}")
+        wanted = set(args.targets.split(",")) | {f"tidings@{ref}" for ref in refs}
         targets = [t for t in targets if t.name in wanted]
     results: dict[str, dict[str, Any]] = {}
     out = Path(args.json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from tests.contract.conftest import EngineEnv
+from tests.support.engine import EngineEnv
 from tidings.engine.base import PublishOptions
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 

@@ -17,20 +17,17 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
-from tests.e2e.node_modules import ensure_node_modules
+from tests.support.npm import NODE_DIR
+from tests.support.server import ServerFactory, ServerProcess, make_token, unique
+from tests.support.timing import TIMEOUT_FACTOR
 
-NODE_DIR = Path(__file__).parent / "node"
 SCENARIO = NODE_DIR / "scenario.mjs"
 USER = "42"
 
-_NODE_DEPS = ("centrifuge", "ws", "eventsource", "sockjs-client")
 TRANSPORTS = ("websocket", "http_stream", "sse", "sockjs")
 EMULATION = {"http_stream": {"enabled": True}, "sse": {"enabled": True},
              "sockjs": {"enabled": True}}
@@ -44,19 +41,14 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
+def srv(tidings_server: ServerFactory) -> ServerProcess:
     return tidings_server(EMULATION)
 
 
-def _ensure_node_modules() -> None:
-    ensure_node_modules(*_NODE_DEPS)
-
-
 def _run_scenario(srv: ServerProcess, scenario: str, transport: str) -> dict[str, Any]:
-    _ensure_node_modules()
     node = shutil.which("node")
     assert node is not None, "node is required for the Node e2e test"
-    channel = f"e2e-{uuid.uuid4().hex[:12]}"
+    channel = unique("e2e")
     timeout_ms = int(15000 * TIMEOUT_FACTOR)
     cmd = [
         node,

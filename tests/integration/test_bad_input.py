@@ -8,29 +8,25 @@ receives publications, and that the server process is still alive.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import time
-import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+from tests.support.api import api
+from tests.support.raw import OP_CLOSE, JsonWebSocket, RawWebSocket, client_frame, json_websocket
+from tests.support.server import ServerFactory, ServerProcess, make_token, unique
+from tests.support.timing import TIMEOUT_FACTOR, T
 
-T = 5.0 * TIMEOUT_FACTOR
 # The client answers the server's close frame at once, so a server that closes the TCP connection
 # when that answer arrives finishes the handshake in milliseconds. The server's own fallback
 # (§1.2: "waits up to 5 s for the closing handshake") must not be what ends it.
 CLOSE_HANDSHAKE_WAIT = 3.0 * TIMEOUT_FACTOR
-Json = dict[str, Any]
 Frame = str | bytes
 
 
@@ -40,123 +36,22 @@ def srv(server: ServerProcess) -> ServerProcess:
 
 
 @pytest.fixture
-def make_server(tidings_server: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
+def make_server(tidings_server: ServerFactory) -> ServerFactory:
     def factory(overrides: dict[str, Any]) -> ServerProcess:
         return tidings_server(overrides=overrides)
 
     return factory
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-class RawClient:
-    """A bare WebSocket client speaking JSON protocol v2 (no SDK in between)."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.inbox: deque[Json] = deque()
-        self.pushes: list[Json] = []
-        self.next_id = 1
-
-    async def send(self, frame: Frame) -> None:
-        await self.ws.send(frame)
-
-    async def command(self, **cmd: Any) -> Json:
-        """Send one command with the next id and return its reply (pushes are kept aside)."""
-        cmd_id = self.next_id
-        self.next_id += 1
-        await self.send(json.dumps({"id": cmd_id, **cmd}))
-        return await self.reply(cmd_id)
-
-    async def next_message(self) -> Json:
-        while not self.inbox:
-            frame = await asyncio.wait_for(self.ws.recv(), T)
-            text = frame.decode() if isinstance(frame, bytes) else frame
-            for line in text.strip().split("\n"):
-                if not line.strip():
-                    continue
-                msg = json.loads(line)
-                assert isinstance(msg, dict), line
-                if msg == {}:  # server ping: answer with a pong
-                    await self.ws.send("{}")
-                    continue
-                self.inbox.append(msg)
-        return self.inbox.popleft()
-
-    async def reply(self, cmd_id: int) -> Json:
-        while True:
-            msg = await self.next_message()
-            if "push" in msg:
-                self.pushes.append(msg["push"])
-                continue
-            assert msg.get("id") == cmd_id, f"unexpected message {msg} while waiting for {cmd_id}"
-            return msg
-
-    async def expect_close(self, within: float = T) -> tuple[int, str]:
-        """Read until the connection is gone (websockets' ``recv`` raises only after the whole
-        closing handshake); return the close code and reason the server sent. Other messages that
-        arrive first are kept in ``self.inbox``."""
-
-        async def drain() -> tuple[int, str]:
-            try:
-                while True:
-                    self.inbox.append(await self.next_message())
-            except ConnectionClosed as exc:
-                assert exc.rcvd is not None, f"server closed without a close frame: {exc!r}"
-                return exc.rcvd.code, exc.rcvd.reason
-
-        return await asyncio.wait_for(drain(), within)
-
-
-@asynccontextmanager
-async def raw_client(srv: ServerProcess) -> AsyncIterator[RawClient]:
-    ws = await connect(srv.ws_url, compression=None, open_timeout=T, max_size=None)
-    try:
-        yield RawClient(ws)
-    finally:
-        await ws.close()
-
-
-async def connect_ok(client: RawClient, user: str = "42") -> None:
-    reply = await client.command(connect={"token": make_token(user)})
-    assert "connect" in reply and reply["connect"]["client"], reply
-
-
-async def api_call(srv: ServerProcess, method: str, body: Json) -> Json:
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as session,
-        session.post(
-            f"{srv.api_url}/{method}", json=body, headers={"X-API-Key": srv.api_key}
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
-        data: Json = await resp.json(content_type=None)
-        return data
-
-
-async def wait_pub(client: RawClient, channel: str, data: Any) -> Json:
-    """Wait for a publication push with ``data`` in ``channel`` (other pushes are kept)."""
-
-    async def scan() -> Json:
-        seen = 0
-        while True:
-            for push in client.pushes[seen:]:
-                if push.get("channel") == channel and push.get("pub", {}).get("data") == data:
-                    return push
-            seen = len(client.pushes)
-            msg = await client.next_message()
-            assert "push" in msg, f"unexpected non-push message {msg}"
-            client.pushes.append(msg["push"])
-
-    return await asyncio.wait_for(scan(), T)
+def raw_client(srv: ServerProcess) -> AbstractAsyncContextManager[JsonWebSocket]:
+    """A bare JSON client that accepts any frame size and never compresses."""
+    return json_websocket(srv.ws_url, compression=None, max_size=None)
 
 
 class Witness:
     """A well-behaved client subscribed to its own channel, used to check the server still works."""
 
-    def __init__(self, srv: ServerProcess, client: RawClient, channel: str) -> None:
+    def __init__(self, srv: ServerProcess, client: JsonWebSocket, channel: str) -> None:
         self.srv = srv
         self.client = client
         self.channel = channel
@@ -165,17 +60,17 @@ class Witness:
     async def assert_receives(self) -> None:
         self.seq += 1
         data = {"witness": self.seq}
-        res = await api_call(self.srv, "publish", {"channel": self.channel, "data": data})
+        res = await api(self.srv, "publish", {"channel": self.channel, "data": data})
         assert "result" in res, res
-        push = await wait_pub(self.client, self.channel, data)
+        push = await self.client.push("pub", self.channel, data=data)
         assert push["pub"]["offset"] == res["result"]["offset"]
 
 
 @asynccontextmanager
 async def witness(srv: ServerProcess) -> AsyncIterator[Witness]:
     async with raw_client(srv) as client:
-        await connect_ok(client, user="witness")
-        channel = uid("witness")
+        await client.connect(make_token("witness"))
+        channel = unique("witness")
         reply = await client.command(subscribe={"channel": channel})
         assert "subscribe" in reply, reply
         w = Witness(srv, client, channel)
@@ -227,7 +122,7 @@ async def test_bad_frame_closes_connection(
 ) -> None:
     async with witness(srv) as w, raw_client(srv) as bad:
         if connect_first:
-            await connect_ok(bad)
+            await bad.connect(make_token("42"))
         try:
             for frame in frames:
                 await bad.send(frame)
@@ -281,18 +176,14 @@ async def test_subscribe_error_reply_keeps_connection(
     srv: ServerProcess, channel: str, code: int, message: str
 ) -> None:
     async with witness(srv) as w, raw_client(srv) as client:
-        await connect_ok(client)
+        await client.connect(make_token("42"))
         reply = await client.command(subscribe={"channel": channel})
         assert reply == {"id": 2, "error": {"code": code, "message": message}}
         # A reply error is not a disconnect: the same connection can still subscribe.
-        ok = await client.command(subscribe={"channel": uid("fine")})
+        ok = await client.command(subscribe={"channel": unique("fine")})
         assert "subscribe" in ok, ok
         await w.assert_receives()
     assert srv.proc.poll() is None
-
-
-def _mask(data: bytes, key: bytes) -> bytes:
-    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
 
 
 async def test_oversized_frame_close_handshake_with_raw_socket(srv: ServerProcess) -> None:
@@ -302,26 +193,16 @@ async def test_oversized_frame_close_handshake_with_raw_socket(srv: ServerProces
     same write, as a real client may. The server must end the TCP connection promptly (either
     at once, or on seeing the close reply), not parse the rest of the payload as frames.
     """
-    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    ws = await RawWebSocket.open(srv.host, srv.port)
+    reader, writer = ws.reader, ws.writer
     try:
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET /connection/websocket HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), T)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
         size = 65_536 + 1
-        mask = os.urandom(4)
         prefix, suffix = b'{"id":1,"connect":{"data":"', b'"}}'
-        body = _mask(prefix + b"z" * (size - len(prefix) - len(suffix)) + suffix, mask)
-        assert len(body) == size
-        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big") + mask
-        writer.write(header + body[:1000])
+        payload = prefix + b"z" * (size - len(prefix) - len(suffix)) + suffix
+        assert len(payload) == size
+        frame = client_frame(payload)
+        head = 2 + 8 + 4  # 64-bit length, mask
+        writer.write(frame[:head + 1000])
         await writer.drain()
 
         first = await asyncio.wait_for(reader.readexactly(2), T)
@@ -330,10 +211,9 @@ async def test_oversized_frame_close_handshake_with_raw_socket(srv: ServerProces
         close_payload = await asyncio.wait_for(reader.readexactly(first[1]), T)
         assert int.from_bytes(close_payload[:2], "big") == 1009
 
-        close_mask = os.urandom(4)
-        close_reply = bytes([0x88, 0x82]) + close_mask + _mask(close_payload[:2], close_mask)
+        close_reply = client_frame(close_payload[:2], OP_CLOSE)
         try:
-            writer.write(body[1000:] + close_reply)
+            writer.write(frame[head + 1000:] + close_reply)
             await writer.drain()
         except ConnectionError:
             pass  # the server already dropped the connection: fine
@@ -359,8 +239,8 @@ async def test_oversized_frame_close_handshake_with_raw_socket(srv: ServerProces
 
 async def test_message_at_size_limit_is_accepted(srv: ServerProcess) -> None:
     async with raw_client(srv) as client:
-        await connect_ok(client)
-        channel = uid("big")
+        await client.connect(make_token("42"))
+        channel = unique("big")
         base = json.dumps({"id": 2, "publish": {"channel": channel, "data": {"pad": ""}}})
         frame = base.replace('"pad": ""', '"pad": "' + "p" * (65_536 - len(base)) + '"')
         assert len(frame.encode()) == 65_536
@@ -370,7 +250,7 @@ async def test_message_at_size_limit_is_accepted(srv: ServerProcess) -> None:
 
 async def test_channel_max_length_boundary(srv: ServerProcess) -> None:
     async with raw_client(srv) as client:
-        await connect_ok(client)
+        await client.connect(make_token("42"))
         ok = await client.command(subscribe={"channel": "d" * 255})
         assert "subscribe" in ok, ok
         too_long = await client.command(subscribe={"channel": "d" * 256})
@@ -379,43 +259,43 @@ async def test_channel_max_length_boundary(srv: ServerProcess) -> None:
 
 async def test_subscribe_twice_gets_105(srv: ServerProcess) -> None:
     async with witness(srv) as w, raw_client(srv) as client:
-        await connect_ok(client)
-        channel = uid("twice")
+        await client.connect(make_token("42"))
+        channel = unique("twice")
         first = await client.command(subscribe={"channel": channel})
         assert "subscribe" in first, first
         again = await client.command(subscribe={"channel": channel})
         assert again == {"id": 3, "error": {"code": 105, "message": "already subscribed"}}
         # The first subscription is still in place and delivers.
-        res = await api_call(srv, "publish", {"channel": channel, "data": {"still": "here"}})
+        res = await api(srv, "publish", {"channel": channel, "data": {"still": "here"}})
         assert "result" in res, res
-        push = await wait_pub(client, channel, {"still": "here"})
+        push = await client.push("pub", channel, data={"still": "here"})
         assert push["pub"]["offset"] == res["result"]["offset"]
         await w.assert_receives()
     assert srv.proc.poll() is None
 
 
 async def test_too_many_subscriptions_gets_106(
-    make_server: Callable[..., ServerProcess],
+    make_server: ServerFactory,
 ) -> None:
     srv = make_server({"client": {"channel_limit": 3}})
     async with witness(srv) as w, raw_client(srv) as client:
-        await connect_ok(client)
-        channels = [uid("lim") for _ in range(3)]
+        await client.connect(make_token("42"))
+        channels = [unique("lim") for _ in range(3)]
         for channel in channels:
             ok = await client.command(subscribe={"channel": channel})
             assert "subscribe" in ok, ok
-        fourth = await client.command(subscribe={"channel": uid("lim")})
+        fourth = await client.command(subscribe={"channel": unique("lim")})
         assert fourth == {"id": 5, "error": {"code": 106, "message": "limit exceeded"}}
         # The refusal is a reply, not a disconnect: freeing a slot makes room again.
         unsub = await client.command(unsubscribe={"channel": channels[0]})
         assert unsub == {"id": 6, "unsubscribe": {}}
-        again = await client.command(subscribe={"channel": uid("lim")})
+        again = await client.command(subscribe={"channel": unique("lim")})
         assert "subscribe" in again, again
         await w.assert_receives()
     assert srv.proc.poll() is None
 
 
-async def test_http_api_bad_input(make_server: Callable[..., ServerProcess]) -> None:
+async def test_http_api_bad_input(make_server: ServerFactory) -> None:
     srv = make_server({"health": {"enabled": True}})
     async with (
         witness(srv) as w,

@@ -7,10 +7,9 @@ raw WebSocket subscribers (for presence/channels) can live on the test's event l
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import pytest
 from cent import (
@@ -31,11 +30,11 @@ from cent import (
     PublishResult,
     StreamPosition,
 )
-from websockets.asyncio.client import connect as ws_connect
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
+from tests.support.raw import json_websocket
+from tests.support.server import ServerProcess, make_token
+from tests.support.timing import T
 
-T = 5.0 * TIMEOUT_FACTOR
 R = TypeVar("R", bound=CentResult)
 
 
@@ -73,22 +72,13 @@ async def api(request: pytest.FixtureRequest, server: ServerProcess) -> AsyncIte
 @asynccontextmanager
 async def ws_subscriber(srv: ServerProcess, user: str, channel: str) -> AsyncIterator[str]:
     """A raw protocol-v2 JSON WebSocket client subscribed to ``channel``; yields its client ID."""
-    async with ws_connect(srv.ws_url, proxy=None) as ws:
-        connect = {"id": 1, "connect": {"token": make_token(user)}}
-        subscribe = {"id": 2, "subscribe": {"channel": channel}}
-        await ws.send(json.dumps(connect) + "\n" + json.dumps(subscribe))
-        replies: dict[int, dict[str, Any]] = {}
-        async with asyncio.timeout(T):
-            while 2 not in replies:
-                frame = await ws.recv()
-                text = frame if isinstance(frame, str) else frame.decode()
-                for line in text.strip().split("\n"):
-                    message = json.loads(line)
-                    if message.get("id"):
-                        replies[message["id"]] = message
-        assert "connect" in replies[1], replies[1]
-        assert "subscribe" in replies[2], replies[2]
-        client_id = replies[1]["connect"]["client"]
+    async with json_websocket(srv.ws_url, proxy=None) as ws:
+        connect = {"connect": {"token": make_token(user)}}
+        subscribe = {"subscribe": {"channel": channel}}
+        connected, subscribed = await ws.commands(connect, subscribe)
+        assert "connect" in connected, connected
+        assert "subscribe" in subscribed, subscribed
+        client_id = connected["connect"]["client"]
         assert isinstance(client_id, str) and client_id
         yield client_id
 

@@ -6,173 +6,16 @@ blocking the SDK's ``on_connecting`` handler (the SDK awaits it before schedulin
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
-from centrifuge import (
-    Client,
-    ClientEventHandler,
-    ClientState,
-    ReplyError,
-    StreamPosition,
-    SubscriptionEventHandler,
-    SubscriptionState,
-)
+from centrifuge import ClientState, ReplyError, StreamPosition, SubscriptionState
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
-
-T = 5.0 * TIMEOUT_FACTOR
-
-
-async def next_item(
-    queue: asyncio.Queue[Any], pred: Callable[[Any], bool] = lambda _: True, within: float = T
-) -> Any:
-    """The next queued event matching ``pred`` (others are dropped), within ``within`` s."""
-
-    async def take() -> Any:
-        while True:
-            item = await queue.get()
-            if pred(item):
-                return item
-
-    return await asyncio.wait_for(take(), within)
-
-
-async def api(srv: ServerProcess, method: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """POST to the server HTTP API; returns the decoded JSON body (HTTP 200 asserted)."""
-    headers = {"X-API-Key": srv.api_key}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{srv.api_url}/{method}", json=payload, headers=headers) as resp,
-    ):
-        body = await resp.text()
-        assert resp.status == 200, body
-        content_type = resp.headers.get("Content-Type", "")
-    assert content_type.startswith("application/json"), content_type
-    decoded = json.loads(body)
-    assert isinstance(decoded, dict)
-    return decoded
-
-
-async def api_publish(srv: ServerProcess, channel: str, data: Any) -> dict[str, Any]:
-    reply = await api(srv, "publish", {"channel": channel, "data": data})
-    assert set(reply) == {"result"}, reply
-    return dict(reply["result"])
-
-
-class ClientEvents(ClientEventHandler):  # type: ignore[misc]  # the SDK ships no type hints
-    def __init__(self) -> None:
-        queues = (asyncio.Queue[Any]() for _ in range(4))
-        self.connected, self.connecting, self.disconnected, self.errors = queues
-        self.gate: asyncio.Event | None = None  # when set: hold reconnects until released
-        self.held = asyncio.Event()
-
-    async def on_connected(self, ctx: Any) -> None:
-        self.connected.put_nowait(ctx)
-
-    async def on_connecting(self, ctx: Any) -> None:
-        self.connecting.put_nowait(ctx)
-        gate = self.gate
-        if gate is not None and ctx.code != 0:  # 0 = connect() called, not a lost connection
-            self.held.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gate.wait(), 3 * T)
-
-    async def on_disconnected(self, ctx: Any) -> None:
-        self.disconnected.put_nowait(ctx)
-
-    async def on_error(self, ctx: Any) -> None:
-        self.errors.put_nowait(ctx)
-
-
-class SubEvents(SubscriptionEventHandler):  # type: ignore[misc]  # the SDK ships no type hints
-    def __init__(self) -> None:
-        queues = (asyncio.Queue[Any]() for _ in range(5))
-        self.subscribed, self.unsubscribed, self.publications, self.joins, self.leaves = queues
-
-    async def on_subscribed(self, ctx: Any) -> None:
-        self.subscribed.put_nowait(ctx)
-
-    async def on_unsubscribed(self, ctx: Any) -> None:
-        self.unsubscribed.put_nowait(ctx)
-
-    async def on_publication(self, ctx: Any) -> None:
-        self.publications.put_nowait(ctx.pub)
-
-    async def on_join(self, ctx: Any) -> None:
-        self.joins.put_nowait(ctx.info)
-
-    async def on_leave(self, ctx: Any) -> None:
-        self.leaves.put_nowait(ctx.info)
-
-
-class Clients:
-    """Creates SDK clients against a server and disconnects them all at teardown."""
-
-    def __init__(self) -> None:
-        self.created: list[tuple[Any, ClientEvents]] = []
-
-    def new(self, srv: ServerProcess, token: str = "", **kwargs: Any) -> tuple[Any, ClientEvents]:
-        events = ClientEvents()
-        client = Client(srv.ws_url, events=events, token=token, proxy=None, **kwargs)
-        self.created.append((client, events))
-        return client, events
-
-    async def connect(self, srv: ServerProcess, user: str = "42") -> tuple[Any, ClientEvents]:
-        client, events = self.new(srv, make_token(user))
-        await client.connect()
-        ctx = await next_item(events.connected)
-        assert ctx.client == client.client_id
-        return client, events
-
-    async def close(self) -> None:
-        for client, events in self.created:
-            if events.gate is not None:
-                events.gate.set()
-            await client.disconnect()
-        # The SDK closes sockets in background tasks; let them finish before the loop closes.
-        tasks = {t for client, _ in self.created for t in client._background_tasks}
-        if tasks:
-            await asyncio.wait(tasks, timeout=T)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
-
-
-async def subscribe(client: Any, channel: str, **kwargs: Any) -> tuple[Any, SubEvents, Any]:
-    events = SubEvents()
-    sub = client.new_subscription(channel, events=events, **kwargs)
-    await sub.subscribe()
-    ctx = await next_item(events.subscribed)
-    assert ctx.channel == channel
-    assert sub.state == SubscriptionState.SUBSCRIBED
-    return sub, events, ctx
-
-
-async def drop_transport(client: Any, events: ClientEvents) -> Callable[[], None]:
-    """Close the client's WebSocket, holding its reconnect until the returned function is called."""
-    gate = events.gate = asyncio.Event()
-    events.held.clear()
-    await client._conn.close()
-    await asyncio.wait_for(events.held.wait(), T)
-    assert client.state == ClientState.CONNECTING
-
-    def release() -> None:
-        events.gate = None
-        gate.set()
-
-    return release
+from tests.support.api import api, api_publish
+from tests.support.sdk import Clients, SubEvents, drop_transport, next_item
+from tests.support.server import ServerProcess, make_token
 
 
 async def test_connect_with_token(server: ServerProcess, clients: Clients) -> None:
@@ -189,7 +32,7 @@ async def test_connect_with_token(server: ServerProcess, clients: Clients) -> No
 
 async def test_subscribe_and_publish_from_client(server: ServerProcess, clients: Clients) -> None:
     client, _ = await clients.connect(server)
-    sub, events, ctx = await subscribe(client, "chat")
+    sub, events, ctx = await clients.subscribe(client, "chat")
     assert (ctx.recoverable, ctx.positioned) == (True, True)  # force_recovery in BASE_CONFIG
     assert (ctx.was_recovering, ctx.recovered) == (False, False)
     assert ctx.stream_position.epoch != ""
@@ -203,7 +46,7 @@ async def test_subscribe_and_publish_from_client(server: ServerProcess, clients:
 
 async def test_api_publish_reaches_subscriber(server: ServerProcess, clients: Clients) -> None:
     client, _ = await clients.connect(server)
-    _, events, ctx = await subscribe(client, "news")
+    _, events, ctx = await clients.subscribe(client, "news")
     result = await api_publish(server, "news", {"text": "from api"})
     assert result["offset"] == 1
     assert result["epoch"] == ctx.stream_position.epoch
@@ -215,7 +58,7 @@ async def test_api_publish_reaches_subscriber(server: ServerProcess, clients: Cl
 
 async def test_history(server: ServerProcess, clients: Clients) -> None:
     client, _ = await clients.connect(server)
-    sub, events, ctx = await subscribe(client, "hist")
+    sub, events, ctx = await clients.subscribe(client, "hist")
     epoch = ctx.stream_position.epoch
     for n in range(1, 6):
         await sub.publish({"n": n})
@@ -258,8 +101,8 @@ async def test_history(server: ServerProcess, clients: Clients) -> None:
 async def test_presence_and_presence_stats(server: ServerProcess, clients: Clients) -> None:
     c1, _ = await clients.connect(server, "42")
     c2, _ = await clients.connect(server, "43")
-    sub1, _, _ = await subscribe(c1, "room")
-    await subscribe(c2, "room")
+    sub1, _, _ = await clients.subscribe(c1, "room")
+    await clients.subscribe(c2, "room")
 
     presence = await sub1.presence()
     assert set(presence.clients) == {c1.client_id, c2.client_id}
@@ -272,20 +115,20 @@ async def test_presence_and_presence_stats(server: ServerProcess, clients: Clien
     assert (stats.num_clients, stats.num_users) == (2, 2)
 
     c3, _ = await clients.connect(server, "42")  # same user, second connection
-    await subscribe(c3, "room")
+    await clients.subscribe(c3, "room")
     stats = await sub1.presence_stats()
     assert (stats.num_clients, stats.num_users) == (3, 2)
 
 
 async def test_join_and_leave_events(server: ServerProcess, clients: Clients) -> None:
     watcher, _ = await clients.connect(server, "42")
-    _, watch_events, _ = await subscribe(watcher, "lobby")
+    _, watch_events, _ = await clients.subscribe(watcher, "lobby")
     other, _ = await clients.connect(server, "43")
 
     def not_self(info: Any) -> bool:
         return bool(info.client != watcher.client_id)
 
-    other_sub, _, _ = await subscribe(other, "lobby")
+    other_sub, _, _ = await clients.subscribe(other, "lobby")
     join = await next_item(watch_events.joins, not_self)
     assert (join.user, join.client) == ("43", other.client_id)
 
@@ -303,7 +146,7 @@ async def test_join_and_leave_events(server: ServerProcess, clients: Clients) ->
 
 async def test_recovery_after_dropped_connection(server: ServerProcess, clients: Clients) -> None:
     client, events = await clients.connect(server)
-    _, sub_events, ctx = await subscribe(client, "recover")
+    _, sub_events, ctx = await clients.subscribe(client, "recover")
     epoch = ctx.stream_position.epoch
     assert (await api_publish(server, "recover", {"n": 1}))["offset"] == 1
     assert (await next_item(sub_events.publications)).data == {"n": 1}
@@ -332,7 +175,7 @@ async def test_recovery_fails_when_history_too_short(
 ) -> None:
     channel = "smallhistory:feed"
     client, events = await clients.connect(server)
-    _, sub_events, ctx = await subscribe(client, channel)
+    _, sub_events, ctx = await clients.subscribe(client, channel)
     assert ctx.recoverable is True
     await api_publish(server, channel, {"n": 1})
     assert (await next_item(sub_events.publications)).offset == 1
@@ -415,7 +258,8 @@ async def test_private_channel_denied(server: ServerProcess, clients: Clients, t
 
 async def test_private_channel_with_sub_token(server: ServerProcess, clients: Clients) -> None:
     client, events = await clients.connect(server)
-    sub, _, _ = await subscribe(client, "private:x", token=make_token("42", channel="private:x"))
+    sub_token = make_token("42", channel="private:x")
+    sub, _, _ = await clients.subscribe(client, "private:x", token=sub_token)
     assert sub.state == SubscriptionState.SUBSCRIBED
     # A token for another channel is not just refused: the connection is closed (spec 2.2).
     other = client.new_subscription("private:y", token=make_token("42", channel="private:z"))

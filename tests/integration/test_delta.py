@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,11 +12,23 @@ import pytest
 import websockets
 from centrifuge import DeltaType
 from centrifuge.fossil import apply_delta
+from centrifuge.protocol import client_pb2 as pbm
+from websockets.typing import Subprotocol
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
-from tests.integration.test_centrifuge_python import Clients, api, next_item, subscribe
+from tests.support.api import api
+from tests.support.protobuf import delimited, replies
+from tests.support.raw import JsonLines, json_websocket
+from tests.support.redisproc import RedisServer
+from tests.support.sdk import Clients, next_item
+from tests.support.server import (
+    BASE_CONFIG,
+    ServerFactory,
+    ServerProcess,
+    deep_merge,
+    make_token,
+)
+from tests.support.timing import T
 
-T = 5.0 * TIMEOUT_FACTOR
 DELTA_NS = {
     "name": "state",
     "allowed_delta_types": ["fossil"],
@@ -32,18 +42,9 @@ DELTA_NS = {
 
 
 @pytest.fixture
-def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
-    from tests.conftest import BASE_CONFIG
-
+def srv(tidings_server: ServerFactory) -> ServerProcess:
     namespaces = [*BASE_CONFIG["channel"]["namespaces"], DELTA_NS]
     return tidings_server({"channel": {"namespaces": namespaces}, "http_stream": {"enabled": True}})
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
 
 
 def state(n: int) -> dict[str, Any]:
@@ -51,35 +52,17 @@ def state(n: int) -> dict[str, Any]:
     return {"counter": n, "title": "scoreboard", "players": [f"player-{i}" for i in range(30)]}
 
 
-class Raw:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.pending: list[dict[str, Any]] = []
-
-    async def next(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        async with asyncio.timeout(T):
-            while True:
-                while self.pending:
-                    message = self.pending.pop(0)
-                    if pred(message):
-                        return message
-                frame = await self.ws.recv()
-                text = frame if isinstance(frame, str) else frame.decode()
-                self.pending += [json.loads(line) for line in text.split("\n") if line.strip()]
+def is_pub(message: dict[str, Any]) -> bool:
+    return "pub" in message.get("push", {})
 
 
 async def test_one_full_then_deltas_on_the_wire(srv: ServerProcess) -> None:
-    async with websockets.connect(srv.ws_url) as ws:
-        raw = Raw(ws)
-        await ws.send(json.dumps({"id": 1, "connect": {"token": make_token("d")}}))
-        await raw.next(lambda m: m.get("id") == 1)
-        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "state:x", "delta": "fossil"}}))
-        sub = await raw.next(lambda m: m.get("id") == 2)
+    async with json_websocket(srv.ws_url, token=make_token("d")) as ws:
+        sub = await ws.command(subscribe={"channel": "state:x", "delta": "fossil"})
         assert sub["subscribe"]["delta"] is True
         for n in range(1, 11):
             await api(srv, "publish", {"channel": "state:x", "data": state(n)})
-        pubs = [(await raw.next(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
-                for _ in range(10)]
+        pubs = [(await ws.next(is_pub))["push"]["pub"] for _ in range(10)]
     assert [bool(p.get("delta")) for p in pubs] == [False] + [True] * 9
     assert all(isinstance(p["data"], str) for p in pubs)  # JSON strings, full or delta
     current = pubs[0]["data"].encode()
@@ -92,18 +75,14 @@ async def test_one_full_then_deltas_on_the_wire(srv: ServerProcess) -> None:
 
 
 async def test_without_negotiation_or_delta_publish_data_stays_plain(srv: ServerProcess) -> None:
-    async with websockets.connect(srv.ws_url) as ws:
-        raw = Raw(ws)
-        await ws.send(json.dumps({"id": 1, "connect": {"token": make_token("p")}}))
-        await raw.next(lambda m: m.get("id") == 1)
-        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "state:y"}}))
-        assert "delta" not in (await raw.next(lambda m: m.get("id") == 2))["subscribe"]
-        await ws.send(json.dumps({"id": 3, "subscribe": {"channel": "plain", "delta": "fossil"}}))
-        assert "delta" not in (await raw.next(lambda m: m.get("id") == 3))["subscribe"]
+    async with json_websocket(srv.ws_url, token=make_token("p")) as ws:
+        assert "delta" not in (await ws.command(subscribe={"channel": "state:y"}))["subscribe"]
+        plain = await ws.command(subscribe={"channel": "plain", "delta": "fossil"})
+        assert "delta" not in plain["subscribe"]
         for n in (1, 2):
             await api(srv, "publish", {"channel": "state:y", "data": state(n)})
             await api(srv, "publish", {"channel": "plain", "data": state(n), "delta": True})
-        got = [(await raw.next(lambda m: "pub" in m.get("push", {})))["push"] for _ in range(4)]
+        got = [(await ws.next(is_pub))["push"] for _ in range(4)]
     assert all(p["pub"]["data"]["counter"] in (1, 2) and "delta" not in p["pub"] for p in got)
 
 
@@ -112,7 +91,7 @@ async def test_centrifuge_python_applies_deltas(
     srv: ServerProcess, clients: Clients, recover: bool
 ) -> None:
     client, _ = await clients.connect(srv)
-    sub, events, _ = await subscribe(client, "state:py", delta=DeltaType.FOSSIL)
+    sub, events, _ = await clients.subscribe(client, "state:py", delta=DeltaType.FOSSIL)
     for n in range(1, 6):
         await api(srv, "publish", {"channel": "state:py", "data": state(n)})
     got = [(await next_item(events.publications)).data for _ in range(5)]
@@ -133,32 +112,26 @@ async def test_centrifuge_python_applies_deltas(
     assert (await next_item(events.publications)).data == state(10)
 
 
-async def test_deltas_across_nodes(tmp_path: Path, clients: Clients) -> None:
+async def test_deltas_across_nodes(
+    redis: RedisServer, tidings_server: ServerFactory, clients: Clients
+) -> None:
     """The publisher's delta request travels through Redis with the publication."""
-    from tests.conftest import BASE_CONFIG, deep_merge, start_server
-    from tests.redisproc import RedisServer
-
-    with RedisServer(tmp_path) as redis:
-        namespaces = [*BASE_CONFIG["channel"]["namespaces"], DELTA_NS]
-        config = deep_merge(BASE_CONFIG, {
-            "channel": {"namespaces": namespaces},
-            "engine": {"type": "redis", "redis": {"address": [redis.url], "prefix": "dx"}},
-        })
-        a, b = start_server(tmp_path, config), start_server(tmp_path, config)
-        try:
-            client, _ = await clients.connect(a)
-            _, events, _ = await subscribe(client, "state:z", delta=DeltaType.FOSSIL)
-            for n in range(1, 5):
-                await api(b, "publish", {"channel": "state:z", "data": state(n)})
-            got = [(await next_item(events.publications)).data for _ in range(4)]
-            assert got == [state(n) for n in range(1, 5)]
-            history = await api(b, "history", {"channel": "state:z", "limit": -1})
-            pubs = history["result"]["publications"]
-            assert [p["data"]["counter"] for p in pubs] == [1, 2, 3, 4]
-            assert not any("delta" in p for p in pubs)  # the request marker stays internal
-        finally:
-            a.stop()
-            b.stop()
+    namespaces = [*BASE_CONFIG["channel"]["namespaces"], DELTA_NS]
+    config = deep_merge(BASE_CONFIG, {
+        "channel": {"namespaces": namespaces},
+        "engine": {"type": "redis", "redis": {"address": [redis.url], "prefix": "dx"}},
+    })
+    a, b = tidings_server(config=config), tidings_server(config=config)
+    client, _ = await clients.connect(a)
+    _, events, _ = await clients.subscribe(client, "state:z", delta=DeltaType.FOSSIL)
+    for n in range(1, 5):
+        await api(b, "publish", {"channel": "state:z", "data": state(n)})
+    got = [(await next_item(events.publications)).data for _ in range(4)]
+    assert got == [state(n) for n in range(1, 5)]
+    history = await api(b, "history", {"channel": "state:z", "limit": -1})
+    pubs = history["result"]["publications"]
+    assert [p["data"]["counter"] for p in pubs] == [1, 2, 3, 4]
+    assert not any("delta" in p for p in pubs)  # the request marker stays internal
 
 
 async def test_deltas_over_http_streaming(srv: ServerProcess) -> None:
@@ -167,62 +140,43 @@ async def test_deltas_over_http_streaming(srv: ServerProcess) -> None:
         async with http.post(f"{srv.http_url}/connection/http_stream", data=command,
                              headers={"Content-Type": "application/json"}) as stream:
             assert stream.status == 200
-
-            async def message(pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-                async with asyncio.timeout(T):
-                    while True:
-                        line = (await stream.content.readline()).strip()
-                        if line and pred(found := json.loads(line)):
-                            result: dict[str, Any] = found
-                            return result
-
-            connect = (await message(lambda m: m.get("id") == 1))["connect"]
+            lines = JsonLines(stream, sse=False)
+            connect = (await lines.until(lambda m: m.get("id") == 1))["connect"]
             body = {"session": connect["session"], "node": connect["node"], "data": json.dumps(
                 {"id": 2, "subscribe": {"channel": "state:h", "delta": "fossil"}})}
             async with http.post(f"{srv.http_url}/emulation", json=body) as resp:
                 assert resp.status == 204
-            assert (await message(lambda m: m.get("id") == 2))["subscribe"]["delta"] is True
+            assert (await lines.until(lambda m: m.get("id") == 2))["subscribe"]["delta"] is True
             for n in (1, 2):
                 await api(srv, "publish", {"channel": "state:h", "data": state(n)})
-            first = (await message(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
-            second = (await message(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
+            first = (await lines.until(is_pub))["push"]["pub"]
+            second = (await lines.until(is_pub))["push"]["pub"]
     assert "delta" not in first and second["delta"] is True
     patched = apply_delta(first["data"].encode(), second["data"].encode())
     assert json.loads(patched) == state(2)
 
 
-async def test_protobuf_client_applies_raw_deltas(srv: ServerProcess) -> None:
-    from tests.integration.test_protobuf import PbClients
-
-    pb = PbClients()
-    try:
-        client, _ = await pb.connect(srv)
-        sub, events, _ = await subscribe(client, "state:pb", delta=DeltaType.FOSSIL)
-        for n in range(1, 6):
-            await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
-        got = [json.loads((await next_item(events.publications)).data) for _ in range(5)]
-        assert got == [state(n) for n in range(1, 6)]
-        await sub.unsubscribe()
-        for n in (6, 7):
-            await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
-        await sub.subscribe()  # recovers 6 and 7 (raw, in full), then live deltas continue
-        assert (await next_item(events.subscribed)).recovered is True
-        for n in (8, 9):
-            await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
-        later = [json.loads((await next_item(events.publications)).data) for _ in range(4)]
-        assert later == [state(n) for n in range(6, 10)]
-    finally:
-        await pb.close()
+async def test_protobuf_client_applies_raw_deltas(srv: ServerProcess, pb: Clients) -> None:
+    client, _ = await pb.connect(srv)
+    sub, events, _ = await pb.subscribe(client, "state:pb", delta=DeltaType.FOSSIL)
+    for n in range(1, 6):
+        await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
+    got = [json.loads((await next_item(events.publications)).data) for _ in range(5)]
+    assert got == [state(n) for n in range(1, 6)]
+    await sub.unsubscribe()
+    for n in (6, 7):
+        await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
+    await sub.subscribe()  # recovers 6 and 7 (raw, in full), then live deltas continue
+    assert (await next_item(events.subscribed)).recovered is True
+    for n in (8, 9):
+        await api(srv, "publish", {"channel": "state:pb", "data": state(n)})
+    later = [json.loads((await next_item(events.publications)).data) for _ in range(4)]
+    assert later == [state(n) for n in range(6, 10)]
 
 
 async def test_protobuf_deltas_on_the_wire(srv: ServerProcess) -> None:
-    from centrifuge.protocol import client_pb2 as pb
-    from websockets.typing import Subprotocol
-
-    from tests.integration.test_protobuf import delimited, replies
-
-    connect = pb.Command(id=1, connect=pb.ConnectRequest(token=make_token("w")))
-    sub = pb.Command(id=2, subscribe=pb.SubscribeRequest(channel="state:w", delta="fossil"))
+    connect = pbm.Command(id=1, connect=pbm.ConnectRequest(token=make_token("w")))
+    sub = pbm.Command(id=2, subscribe=pbm.SubscribeRequest(channel="state:w", delta="fossil"))
     async with websockets.connect(srv.ws_url,
                                   subprotocols=[Subprotocol("centrifuge-protobuf")]) as ws:
         await ws.send(delimited(connect, sub))

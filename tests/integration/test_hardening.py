@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
 from tests.support.probe import HealthProbe, rss_mib
 from tests.support.raw import (
     OP_CONT,
@@ -25,11 +23,11 @@ from tests.support.raw import (
     raw_websocket,
     read_response,
 )
+from tests.support.server import ServerFactory, ServerProcess, make_token
+from tests.support.timing import TIMEOUT_FACTOR, T
 
-T = 5.0 * TIMEOUT_FACTOR
 STALL = 1.0  # the slowest /health answer a test tolerates (seconds)
 
-Start = Callable[..., ServerProcess]
 
 
 def connected(srv: ServerProcess, user: str = "42") -> AbstractAsyncContextManager[RawWebSocket]:
@@ -72,7 +70,7 @@ async def test_refused_commands_leave_memory_flat(server: ServerProcess) -> None
 
 
 async def test_bad_tokens_on_uni_stream_leave_memory_flat(
-    tidings_server: Start,
+    tidings_server: ServerFactory,
 ) -> None:
     srv = tidings_server({"uni_http_stream": {"enabled": True}})
     body = b'{"token":"bad.%s"}' % (b"x" * 30000)  # each leaked request kept its body
@@ -174,7 +172,7 @@ async def test_api_key_is_checked_before_the_body(server: ServerProcess) -> None
     assert await send_until_answered(server, head, b"", 0) == 401
 
 
-async def test_body_limit_is_enforced_while_reading(tidings_server: Start) -> None:
+async def test_body_limit_is_enforced_while_reading(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"http_api": {"max_body_size": 100_000}})
     declared = (f"POST /api/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: {srv.api_key}\r\n"
                 f"Content-Length: 200000\r\n\r\n").encode()
@@ -186,7 +184,7 @@ async def test_body_limit_is_enforced_while_reading(tidings_server: Start) -> No
 
 
 @pytest.fixture
-def quick_timeouts(tidings_server: Start) -> ServerProcess:
+def quick_timeouts(tidings_server: ServerFactory) -> ServerProcess:
     return tidings_server({"http_server": {"read_header_timeout": "1s", "read_timeout": "1s",
                                            "idle_timeout": "1s"}})
 
@@ -237,7 +235,7 @@ def proc_limits(pid: int) -> str:
     return Path(f"/proc/{pid}/limits").read_text()
 
 
-async def test_soft_descriptor_limit_is_raised(tidings_server: Start) -> None:
+async def test_soft_descriptor_limit_is_raised(tidings_server: ServerFactory) -> None:
     srv = tidings_server(soft_nofile=1024)
     limits = proc_limits(srv.proc.pid)
     match = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits)
@@ -322,6 +320,6 @@ async def test_deep_json_over_the_api(server: ServerProcess) -> None:
     assert "Traceback" not in server.log_text()
 
 
-async def test_loose_origin_pattern_is_warned_about(tidings_server: Start) -> None:
+async def test_loose_origin_pattern_is_warned_about(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"client": {"allowed_origins": ["https://*example.com"]}})
     assert srv.wait_log("https://evilexample.com")

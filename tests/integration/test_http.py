@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess
+from tests.support.server import ServerProcess
+from tests.support.timing import T
 
 
 async def exchange(srv: ServerProcess, raw: bytes, responses: int) -> bytes:
@@ -13,7 +14,7 @@ async def exchange(srv: ServerProcess, raw: bytes, responses: int) -> bytes:
     try:
         writer.write(raw)
         data = b""
-        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
+        async with asyncio.timeout(T):
             while data.count(b"HTTP/1.1 ") < responses:
                 chunk = await reader.read(65536)
                 if not chunk:

@@ -12,18 +12,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ServerProcess, make_token
-
-ServerFactory = Callable[..., ServerProcess]
+from tests.support.api import api
+from tests.support.raw import JsonWebSocket, client_frame, open_json_websocket, upgrade_request
+from tests.support.server import ServerFactory, ServerProcess, make_token
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,33 +34,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def api(srv: ServerProcess, method: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(
-        f"{srv.api_url}/{method}", data=json.dumps(body).encode(),
-        headers={"X-API-Key": srv.api_key},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-    return result
-
-
-async def connect_and_subscribe(srv: ServerProcess, channel: str) -> ClientConnection:
-    ws = await connect(srv.ws_url)
-    await ws.send(json.dumps({"id": 1, "connect": {"token": make_token("42")}}))
-    await ws.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
-    while True:
-        for line in str(await asyncio.wait_for(ws.recv(), 5)).split("\n"):
-            if json.loads(line).get("id") == 2:
-                return ws
-
-
-async def recv_pub(ws: ClientConnection, channel: str) -> Any:
-    while True:
-        for line in str(await asyncio.wait_for(ws.recv(), 5)).split("\n"):
-            msg = json.loads(line)
-            pub = msg.get("push", {})
-            if pub.get("channel") == channel and "pub" in pub:
-                return pub["pub"]["data"]
+async def connect_and_subscribe(srv: ServerProcess, channel: str) -> JsonWebSocket:
+    ws = await open_json_websocket(srv.ws_url)
+    await ws.command(connect={"token": make_token("42")})
+    await ws.command(subscribe={"channel": channel})
+    return ws
 
 
 # ------------------------------------------------------------------ CLI
@@ -125,12 +102,7 @@ async def test_sigterm_disconnects_clients_with_3001_and_exits(
     ws = await connect_and_subscribe(srv, "bye")
     started = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    with pytest.raises(ConnectionClosed) as exc:
-        while True:
-            await asyncio.wait_for(ws.recv(), 10)
-    assert exc.value.rcvd is not None
-    assert exc.value.rcvd.code == 3001
-    assert exc.value.rcvd.reason == "shutdown"
+    assert await ws.expect_close(within=10) == (3001, "shutdown")
     code = await asyncio.to_thread(srv.proc.wait, 10)
     assert code == 0
     assert time.monotonic() - started < 6
@@ -198,7 +170,7 @@ async def test_slow_consumer_is_disconnected_others_keep_receiving(
     async def read_healthy() -> None:
         # A healthy client reads continuously.
         while True:
-            for line in str(await healthy.recv()).split("\n"):
+            for line in str(await healthy.ws.recv()).split("\n"):
                 push = json.loads(line).get("push", {})
                 if "pub" in push:
                     received.append(push["pub"]["data"])
@@ -210,31 +182,23 @@ async def test_slow_consumer_is_disconnected_others_keep_receiving(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
     sock.connect(("127.0.0.1", srv.port))
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    sock.sendall(
-        f"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
-    )
+    sock.sendall(upgrade_request("x"))
     assert b"101" in sock.recv(4096)
-    mask = b"\x00\x00\x00\x00"
     for payload in (
         json.dumps({"id": 1, "connect": {"token": make_token("slow")}}).encode(),
         json.dumps({"id": 2, "subscribe": {"channel": "firehose"}}).encode(),
     ):
-        n = len(payload)
-        header = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
-        sock.sendall(header + mask + payload)
+        sock.sendall(client_frame(payload, mask=bytes(4)))
     batch = {"commands": [{"publish": {"channel": "firehose", "data": {"b": "x" * 8000}}}] * 8}
     try:
         for _ in range(200):  # bounded: at most 12.8 MB in total, far over the queue limit
-            await asyncio.to_thread(api, srv, "batch", batch)
+            await api(srv, "batch", batch, within=10)
             if "too slow" in srv.log_text():
                 break
         assert "too slow" in srv.log_text()
         assert await asyncio.to_thread(srv.wait_log, "(user 'slow', websocket): 3008 slow")
         assert "(user '42'" not in srv.log_text()  # the healthy client was never disconnected
-        await asyncio.to_thread(api, srv, "publish", {"channel": "firehose", "data": {"n": 1}})
+        await api(srv, "publish", {"channel": "firehose", "data": {"n": 1}}, within=10)
         await asyncio.wait_for(done.wait(), 10)
         assert len(received) >= 9
         assert srv.proc.poll() is None

@@ -7,41 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from centrifuge import ReplyError
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token, start_server
-from tests.integration.cluster_helpers import (
-    Clients,
-    api_result,
-    next_item,
-    node_config,
-    running_nodes,
-    subscribe,
-    unique_prefix,
-)
-from tests.redisproc import RedisServer
-from tests.support.raw import client_frame, http_exchange, raw_websocket
+from tests.support.api import api_result
+from tests.support.cluster import node_config, running_nodes
+from tests.support.raw import client_frame, http_exchange, raw_websocket, upgrade_request
+from tests.support.redisproc import RedisServer
+from tests.support.sdk import Clients, next_item
+from tests.support.server import ServerFactory, ServerProcess, make_token, start_server, unique
+from tests.support.timing import T
 
-T = 5.0 * TIMEOUT_FACTOR
-Start = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
-
-
-def upgrade_request(srv: ServerProcess) -> bytes:
-    return (f"GET /connection/websocket HTTP/1.1\r\nHost: {srv.host}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+pytestmark = pytest.mark.sdk(max_retry_delay=1.0)
 
 
 def rule(rate: int, interval: str = "10s") -> dict[str, Any]:
@@ -53,17 +33,17 @@ async def publish_ok(client: Any, channel: str, n: int) -> None:
 
 
 async def test_connection_limit_answers_503_at_the_door(
-    tidings_server: Start, clients: Clients
+    tidings_server: ServerFactory, clients: Clients
 ) -> None:
     srv = tidings_server({"client": {"connection_limit": 2}})
     first, _ = await clients.connect(srv, "1")
     await clients.connect(srv, "2")
-    status, _, body = await http_exchange(srv.host, srv.port, upgrade_request(srv))
+    status, _, body = await http_exchange(srv.host, srv.port, upgrade_request(srv.host))
     assert (status, body) == (503, b"")
     await first.disconnect()
     await asyncio.sleep(0)  # the slot frees when the server sees the close
     for _ in range(50):
-        status, _, _ = await http_exchange(srv.host, srv.port, upgrade_request(srv))
+        status, _, _ = await http_exchange(srv.host, srv.port, upgrade_request(srv.host))
         if status == 101:
             break
         await asyncio.sleep(0.1)
@@ -71,10 +51,10 @@ async def test_connection_limit_answers_503_at_the_door(
     assert srv.wait_log("node connection limit reached")
 
 
-async def test_connection_rate_limit_answers_503(tidings_server: Start) -> None:
+async def test_connection_rate_limit_answers_503(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"client": {"connection_rate_limit": 5}})
     statuses = [
-        (await http_exchange(srv.host, srv.port, upgrade_request(srv)))[0] for _ in range(12)
+        (await http_exchange(srv.host, srv.port, upgrade_request(srv.host)))[0] for _ in range(12)
     ]
     assert statuses.count(101) >= 5 and statuses.count(503) >= 5, statuses
     assert set(statuses) == {101, 503}
@@ -82,7 +62,7 @@ async def test_connection_rate_limit_answers_503(tidings_server: Start) -> None:
 
 
 async def test_sockjs_sessions_count_against_the_connection_limit(
-    tidings_server: Start,
+    tidings_server: ServerFactory,
 ) -> None:
     srv = tidings_server({"sockjs": {"enabled": True}, "client": {"connection_limit": 3}})
     statuses = []
@@ -96,7 +76,7 @@ async def test_sockjs_sessions_count_against_the_connection_limit(
 
 
 async def test_client_command_rate_limit_gives_111(
-    tidings_server: Start, clients: Clients
+    tidings_server: ServerFactory, clients: Clients
 ) -> None:
     srv = tidings_server({"client": {"rate_limit": {"client_command": {
         "enabled": True, "publish": rule(3)}}}})
@@ -108,7 +88,7 @@ async def test_client_command_rate_limit_gives_111(
         await publish_ok(greedy, "news", 3)
     assert refused.value.code == 111
     await publish_ok(modest, "news", 0)  # its own bucket
-    _, events, _ = await subscribe(greedy, "other")  # other commands are not limited
+    _, events, _ = await clients.subscribe(greedy, "other")  # other commands are not limited
     await api_result(srv, "publish", {"channel": "other", "data": {"still": "served"}})
     assert (await next_item(events.publications)).data == {"still": "served"}
     info = await api_result(srv, "info", {})
@@ -116,7 +96,7 @@ async def test_client_command_rate_limit_gives_111(
 
 
 async def test_user_command_rate_limit_is_shared_by_the_users_connections(
-    tidings_server: Start, clients: Clients
+    tidings_server: ServerFactory, clients: Clients
 ) -> None:
     srv = tidings_server({"client": {"rate_limit": {"user_command": {
         "enabled": True, "default": rule(4)}}}})
@@ -132,7 +112,7 @@ async def test_user_command_rate_limit_is_shared_by_the_users_connections(
     await publish_ok(other, "news", 0)
 
 
-async def test_namespace_override_replaces_the_buckets(tidings_server: Start) -> None:
+async def test_namespace_override_replaces_the_buckets(tidings_server: ServerFactory) -> None:
     srv = tidings_server({
         "client": {"rate_limit": {"client_command": {
             "enabled": True,
@@ -150,7 +130,7 @@ async def test_namespace_override_replaces_the_buckets(tidings_server: Start) ->
     assert codes == [0, 111, 0, 0, 0, 111]
 
 
-async def test_too_many_errors_disconnects_with_3509(tidings_server: Start) -> None:
+async def test_too_many_errors_disconnects_with_3509(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"client": {"rate_limit": {"client_error": {
         "enabled": True, "total": rule(5, "60s")}}}})
     lines = [json.dumps({"id": 2 + i, "subscribe": {"channel": "$denied"}}) for i in range(50)]
@@ -160,7 +140,9 @@ async def test_too_many_errors_disconnects_with_3509(tidings_server: Start) -> N
     assert srv.wait_log("caused too many errors")
 
 
-async def test_uni_stream_connect_over_the_user_rate_gets_3013(tidings_server: Start) -> None:
+async def test_uni_stream_connect_over_the_user_rate_gets_3013(
+    tidings_server: ServerFactory,
+) -> None:
     srv = tidings_server({"uni_http_stream": {"enabled": True}, "client": {"rate_limit": {
         "user_command": {"enabled": True, "connect": rule(2, "60s")}}}})
     body = json.dumps({"token": make_token("7")}).encode()
@@ -179,16 +161,10 @@ async def test_uni_stream_connect_over_the_user_rate_gets_3013(tidings_server: S
 # ---------------------------------------------------------------- across nodes (Redis)
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path) as server:
-        yield server
-
-
 async def test_user_connection_limit_holds_across_nodes(
     redis: RedisServer, tmp_path: Path, clients: Clients
 ) -> None:
-    prefix = unique_prefix()
+    prefix = unique("t")
     configs = [node_config([redis], prefix, name) for name in ("a", "b")]
     for cfg in configs:
         cfg["client"]["user_connection_limit"] = 2

@@ -12,37 +12,25 @@ import asyncio
 import json
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from centrifuge import ClientState, StreamPosition, SubscriptionState
-from websockets.asyncio.client import connect as ws_connect
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token, start_server
-from tests.integration.cluster_helpers import (
-    Clients,
-    api_result,
-    eventually,
-    next_item,
-    node_config,
-    running_nodes,
-    subscribe,
-    unique_prefix,
-    wait_cluster,
-)
-from tests.redisproc import RedisServer
+from tests.support.api import api_result
+from tests.support.cluster import node_config, running_nodes, wait_cluster
+from tests.support.raw import json_websocket
+from tests.support.redisproc import RedisServer
+from tests.support.sdk import Clients, next_item
+from tests.support.server import ServerFactory, ServerProcess, make_token, start_server, unique
+from tests.support.timing import TIMEOUT_FACTOR, eventually
 from tidings.engine.redis import shard_index
 
+pytestmark = pytest.mark.sdk(max_retry_delay=1.0)
 Pair = tuple[ServerProcess, ServerProcess]
-
-
-def uniq(name: str) -> str:
-    """A channel or user name no other test uses (the pair of nodes is shared)."""
-    return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +44,7 @@ def pair_nodes(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("nodes")
-    prefix = unique_prefix()
+    prefix = unique("t")
     configs = [node_config([redis_server], prefix, name) for name in ("node-a", "node-b")]
     with running_nodes(lambda cfg: start_server(tmp, cfg), configs) as (a, b):
         yield a, b
@@ -71,19 +59,6 @@ async def pair(pair_nodes: Pair) -> Pair:
     return pair_nodes
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def publish(
     node: ServerProcess, channel: str, data: Any, session: aiohttp.ClientSession, **extra: Any
 ) -> dict[str, Any]:
@@ -96,11 +71,11 @@ async def test_api_publish_reaches_subscribers_on_both_nodes(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    channel = uniq("news")
+    channel = unique("news")
     on_a, _ = await clients.connect(a, "1")
     on_b, _ = await clients.connect(b, "2")
-    _, events_a, ctx_a = await subscribe(on_a, channel)
-    _, events_b, ctx_b = await subscribe(on_b, channel)
+    _, events_a, ctx_a = await clients.subscribe(on_a, channel)
+    _, events_b, ctx_b = await clients.subscribe(on_b, channel)
     assert ctx_a.stream_position.epoch == ctx_b.stream_position.epoch != ""
 
     for n in (1, 2, 3):
@@ -120,11 +95,11 @@ async def test_client_publish_reaches_subscriber_on_other_node(
     pair: Pair, clients: Clients
 ) -> None:
     a, b = pair
-    channel = uniq("chat")
+    channel = unique("chat")
     publisher, _ = await clients.connect(a, "alice")
     reader, _ = await clients.connect(b, "bob")
-    pub_sub, pub_events, _ = await subscribe(publisher, channel)
-    _, read_events, _ = await subscribe(reader, channel)
+    pub_sub, pub_events, _ = await clients.subscribe(publisher, channel)
+    _, read_events, _ = await clients.subscribe(reader, channel)
 
     await pub_sub.publish({"text": "hello from A"})
     await publisher.publish(channel, {"text": "second"})  # client.publish: same path
@@ -141,14 +116,14 @@ async def test_presence_is_the_union_of_both_nodes(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    channel = uniq("room")
-    u1, u2 = uniq("u1"), uniq("u2")
+    channel = unique("room")
+    u1, u2 = unique("u1"), unique("u2")
     c1, _ = await clients.connect(a, u1)
     c2, _ = await clients.connect(b, u2)
     c3, _ = await clients.connect(b, u1)  # the same user on the other node
-    sub1, _, _ = await subscribe(c1, channel)
-    await subscribe(c2, channel)
-    sub3, _, _ = await subscribe(c3, channel)
+    sub1, _, _ = await clients.subscribe(c1, channel)
+    await clients.subscribe(c2, channel)
+    sub3, _, _ = await clients.subscribe(c3, channel)
     expected = {c1.client_id: u1, c2.client_id: u2, c3.client_id: u1}
 
     async def everyone_listed() -> bool:
@@ -184,16 +159,16 @@ async def test_presence_is_the_union_of_both_nodes(
 
 async def test_join_and_leave_cross_nodes(pair: Pair, clients: Clients) -> None:
     a, b = pair
-    channel = uniq("lobby")
+    channel = unique("lobby")
     watcher, _ = await clients.connect(b, "watcher")
-    _, watch_events, _ = await subscribe(watcher, channel)
-    guest_user = uniq("guest")
+    _, watch_events, _ = await clients.subscribe(watcher, channel)
+    guest_user = unique("guest")
     guest, _ = await clients.connect(a, guest_user)
 
     def is_guest(info: Any) -> bool:
         return bool(info.client == guest.client_id)
 
-    guest_sub, guest_events, _ = await subscribe(guest, channel)
+    guest_sub, guest_events, _ = await clients.subscribe(guest, channel)
     join = await next_item(watch_events.joins, is_guest)
     assert join.user == guest_user
     await guest_sub.unsubscribe()
@@ -205,7 +180,7 @@ async def test_join_and_leave_cross_nodes(pair: Pair, clients: Clients) -> None:
     await guest_sub.subscribe()
     await next_item(guest_events.subscribed)
     second, _ = await clients.connect(b, "watcher")
-    await subscribe(second, channel)
+    await clients.subscribe(second, channel)
     join = await next_item(guest_events.joins, lambda i: i.client == second.client_id)
     assert join.user == "watcher"
     await second.disconnect()
@@ -215,11 +190,11 @@ async def test_join_and_leave_cross_nodes(pair: Pair, clients: Clients) -> None:
 
 async def test_killed_node_presence_expires(
     redis_server: RedisServer,
-    tidings_server: Callable[..., ServerProcess],
+    tidings_server: ServerFactory,
     clients: Clients,
     http: aiohttp.ClientSession,
 ) -> None:
-    prefix = unique_prefix()
+    prefix = unique("t")
     with running_nodes(
         lambda cfg: tidings_server(config=cfg),
         [node_config([redis_server], prefix, name) for name in ("doomed", "survivor")],
@@ -228,7 +203,7 @@ async def test_killed_node_presence_expires(
         victims = [(await clients.connect(doomed, f"victim{i}"))[0] for i in range(2)]
         keeper, _ = await clients.connect(survivor, "keeper")
         for client in [*victims, keeper]:
-            await subscribe(client, channel)
+            await clients.subscribe(client, channel)
         keeper_added = time.monotonic()
 
         async def present() -> set[str]:
@@ -267,9 +242,9 @@ async def test_recovery_on_another_node(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    channel = uniq("recover")
+    channel = unique("recover")
     first, _ = await clients.connect(a, "reader")
-    _, events, ctx = await subscribe(first, channel)
+    _, events, ctx = await clients.subscribe(first, channel)
     epoch = ctx.stream_position.epoch
     assert ctx.recoverable is True
     await publish(a, channel, {"n": 1}, http)
@@ -287,7 +262,7 @@ async def test_recovery_on_another_node(
         asked.append(ch)
         return StreamPosition(offset=1, epoch=epoch)
 
-    _, events, ctx = await subscribe(second, channel, get_state=get_state)
+    _, events, ctx = await clients.subscribe(second, channel, get_state=get_state)
     assert asked == [channel]
     assert (ctx.was_recovering, ctx.recovered) == (True, True)
     assert ctx.stream_position.epoch == epoch
@@ -313,14 +288,14 @@ async def test_channels_api_sums_both_nodes(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    base = uniq("chans")
+    base = unique("chans")
     only_a, both = f"{base}_only_a", f"{base}_both"
     for user in ("x1", "x2"):
         client, _ = await clients.connect(a, user)
-        await subscribe(client, only_a)
-        await subscribe(client, both)
+        await clients.subscribe(client, only_a)
+        await clients.subscribe(client, both)
     on_b, _ = await clients.connect(b, "x3")
-    await subscribe(on_b, both)
+    await clients.subscribe(on_b, both)
 
     for node in (b, a):
         result = await api_result(node, "channels", {"pattern": f"{base}_*"}, session=http)
@@ -334,10 +309,10 @@ async def test_api_disconnect_on_b_reaches_user_on_a(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    target = uniq("target")
+    target = unique("target")
     on_a, events_a = await clients.connect(a, target)
     on_b, events_b = await clients.connect(b, target)
-    bystander, bystander_events = await clients.connect(a, uniq("bystander"))
+    bystander, bystander_events = await clients.connect(a, unique("bystander"))
 
     assert await api_result(b, "disconnect", {"user": target}, session=http) == {}
     for events in (events_a, events_b):
@@ -358,12 +333,12 @@ async def test_api_unsubscribe_on_b_reaches_user_on_a(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    target, other = uniq("target"), uniq("other")
-    channel = uniq("unsub")
+    target, other = unique("target"), unique("other")
+    channel = unique("unsub")
     client, _ = await clients.connect(a, target)
-    sub, events, _ = await subscribe(client, channel)
+    sub, events, _ = await clients.subscribe(client, channel)
     keeper, _ = await clients.connect(a, other)
-    keeper_sub, keeper_events, _ = await subscribe(keeper, channel)
+    keeper_sub, keeper_events, _ = await clients.subscribe(keeper, channel)
 
     payload = {"user": target, "channel": channel}
     assert await api_result(b, "unsubscribe", payload, session=http) == {}
@@ -385,8 +360,8 @@ async def test_api_subscribe_on_b_reaches_user_on_a(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    target = uniq("target")
-    channel = uniq("serverside")
+    target = unique("target")
+    channel = unique("serverside")
     await publish(b, channel, {"n": 1}, http)
     client, events = await clients.connect(a, target)
 
@@ -413,10 +388,10 @@ async def test_api_refresh_expired_on_b_reaches_user_on_a(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    target = uniq("target")
+    target = unique("target")
     client, events = await clients.connect(a, target)
     first_id = client.client_id
-    bystander, _ = await clients.connect(a, uniq("bystander"))
+    bystander, _ = await clients.connect(a, unique("bystander"))
 
     payload = {"user": target, "expired": True}
     assert await api_result(b, "refresh", payload, session=http) == {}
@@ -431,11 +406,11 @@ async def test_idempotency_key_across_nodes(
     pair: Pair, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
     a, b = pair
-    channel = uniq("idem")
+    channel = unique("idem")
     readers = [await clients.connect(node, "reader") for node in (a, b)]
-    subs = [await subscribe(client, channel) for client, _ in readers]
+    subs = [await clients.subscribe(client, channel) for client, _ in readers]
 
-    key = uniq("key")
+    key = unique("key")
     first = await publish(a, channel, {"once": True}, http, idempotency_key=key)
     again = await publish(b, channel, {"once": True}, http, idempotency_key=key)
     assert (
@@ -458,11 +433,11 @@ async def test_idempotency_key_across_nodes(
 async def test_sharding_over_two_redis_instances(
     redis_server: RedisServer,
     tmp_path: Path,
-    tidings_server: Callable[..., ServerProcess],
+    tidings_server: ServerFactory,
     clients: Clients,
     http: aiohttp.ClientSession,
 ) -> None:
-    prefix = unique_prefix()
+    prefix = unique("t")
     with RedisServer(tmp_path, name="redis-shard-2") as second_redis:
         shards = [redis_server, second_redis]
         with running_nodes(
@@ -471,7 +446,7 @@ async def test_sharding_over_two_redis_instances(
         ) as (a, b):
             channels = [f"sharded{i}" for i in range(40)]
             reader, _ = await clients.connect(a, "reader")
-            subs = {ch: await subscribe(reader, ch) for ch in channels}
+            subs = {ch: await clients.subscribe(reader, ch) for ch in channels}
             for ch in channels:
                 assert (await publish(b, ch, {"ch": ch, "n": 1}, http))["offset"] == 1
             for ch, (_, events, _) in subs.items():
@@ -505,7 +480,7 @@ async def test_sharding_over_two_redis_instances(
                 return StreamPosition(offset=1, epoch=epochs[ch])
 
             for ch in channels:
-                _, events, ctx = await subscribe(second, ch, get_state=get_state)
+                _, events, ctx = await clients.subscribe(second, ch, get_state=get_state)
                 assert (ctx.was_recovering, ctx.recovered) == (True, True), ch
                 got = [await next_item(events.publications) for _ in range(2)]
                 assert [(p.offset, p.data) for p in got] == [(2, {"n": 2}), (3, {"n": 3})]
@@ -517,22 +492,15 @@ async def test_unsubscribe_and_subscribe_in_one_frame_keeps_delivering(
 ) -> None:
     a, _ = pair
     # No presence, no join/leave in this namespace: nothing awaits Redis between the two.
-    channel = uniq("smallhistory:resub")
-    async with ws_connect(a.ws_url, proxy=None) as ws:
+    channel = unique("smallhistory:resub")
+    async with json_websocket(a.ws_url, proxy=None) as ws:
 
         async def send(*commands: dict[str, Any]) -> None:
             await ws.send("\n".join(json.dumps(c) for c in commands))
 
         async def receive(pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
             try:
-                async with asyncio.timeout(2 * TIMEOUT_FACTOR):
-                    while True:
-                        frame = await ws.recv()
-                        text = frame if isinstance(frame, str) else frame.decode()
-                        for line in text.strip().split("\n"):
-                            message = json.loads(line)
-                            if pred(message):
-                                return dict(message)
+                return await ws.next(pred, within=2 * TIMEOUT_FACTOR)
             except TimeoutError:
                 return None
 

@@ -16,9 +16,6 @@ on the command line, which is what a test running as root can do anyway.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import json
 import os
 import re
@@ -27,21 +24,22 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from centrifuge import Client, ClientEventHandler, SubscriptionEventHandler
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, deep_merge, make_token, start_server
-from tests.redisproc import RedisServer, free_port
+from tests.support.api import ApiEndpoint, api_result
+from tests.support.raw import JsonLines
+from tests.support.redisproc import RedisServer, free_port
+from tests.support.sdk import Clients, drop_transport, next_item
+from tests.support.server import ServerProcess, deep_merge, make_token, start_server, unique
+from tests.support.timing import TIMEOUT_FACTOR, T, eventually
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scaling"
 NODE_NAMES = ("node1", "node2")
-T = 5.0 * TIMEOUT_FACTOR
 NUM_CLIENTS = 4
 NUM_PUBLISHES = 4
 
@@ -156,22 +154,17 @@ class Nginx:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[ServerProcess]]:
+def nodes(tmp_path: Path, redis: RedisServer) -> Iterator[list[ServerProcess]]:
     """Both example nodes on free ports (``--port 0``), sharing this test's Redis."""
-    redis = {"address": [redis_server.url], "prefix": f"tidings-nginx-{uuid.uuid4().hex[:8]}"}
+    engine = {"address": [redis.url], "prefix": unique("tidings-nginx")}
     started: list[ServerProcess] = []
     try:
         for name in NODE_NAMES:
             config = example_node_config(name)
             assert config["engine"]["type"] == "redis"
             assert config["node"]["name"] == name
-            started.append(start_server(tmp_path, deep_merge(config, {"engine": {"redis": redis}})))
+            config = deep_merge(config, {"engine": {"redis": engine}})
+            started.append(start_server(tmp_path, config))
         yield started
     finally:
         for server in started:
@@ -187,265 +180,167 @@ def nginx(tmp_path: Path, nodes: list[ServerProcess]) -> Iterator[Nginx]:
         proxy.stop()
 
 
-class ClientEvents(ClientEventHandler):  # type: ignore[misc]  # the SDK ships no type hints
-    def __init__(self) -> None:
-        self.connected = asyncio.Event()
-        self.gate: asyncio.Event | None = None  # when set: hold reconnects until released
-        self.held = asyncio.Event()
-
-    async def on_connected(self, ctx: Any) -> None:
-        self.connected.set()
-
-    async def on_connecting(self, ctx: Any) -> None:
-        # The SDK awaits this handler before it schedules a reconnect.
-        gate = self.gate
-        if gate is not None and ctx.code != 0:  # 0 = connect() called, not a lost connection
-            self.held.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gate.wait(), 3 * T)
-
-
-class SubEvents(SubscriptionEventHandler):  # type: ignore[misc]  # the SDK ships no type hints
-    def __init__(self) -> None:
-        self.subscribed: asyncio.Queue[Any] = asyncio.Queue()
-        self.publications: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_subscribed(self, ctx: Any) -> None:
-        self.subscribed.put_nowait(ctx)
-
-    async def on_publication(self, ctx: Any) -> None:
-        self.publications.put_nowait(ctx.pub)
-
-
-async def api(
-    session: aiohttp.ClientSession, base_url: str, key: str, method: str, payload: dict[str, Any]
-) -> dict[str, Any]:
-    """POST ``base_url/api/<method>``; the ``result`` of a 200 reply without ``error``."""
-    async with session.post(
-        f"{base_url}/api/{method}", json=payload, headers={"X-API-Key": key}
-    ) as resp:
-        body = await resp.text()
-        assert resp.status == 200, body
-    reply = json.loads(body)
-    assert set(reply) == {"result"}, reply
-    result = reply["result"]
-    assert isinstance(result, dict)
-    return result
-
-
-async def wait_until(check: Callable[[], Any], what: str, seconds: float = T) -> None:
-    """Poll the (sync or async) ``check`` every 50 ms until it is truthy, within ``seconds``."""
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                value = check()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+def proxied_api(nginx: Nginx) -> ApiEndpoint:
+    """The server API through nginx, with the example's key."""
+    return ApiEndpoint(f"{nginx.http_url}/api", example_node_config("node1")["http_api"]["key"])
 
 
 async def test_two_nodes_behind_nginx_need_no_sticky_sessions(
-    nodes: list[ServerProcess], nginx: Nginx
+    nodes: list[ServerProcess], nginx: Nginx, clients: Clients, http: aiohttp.ClientSession
 ) -> None:
-    config = example_node_config("node1")
-    secret = config["client"]["token"]["hmac_secret_key"]
-    key = config["http_api"]["key"]
-    channel = f"news-{uuid.uuid4().hex[:8]}"
+    secret = example_node_config("node1")["client"]["token"]["hmac_secret_key"]
+    proxy = proxied_api(nginx)
+    channel = unique("news")
     node_ports = {node.port for node in nodes}
-    clients: list[Any] = []
-    client_events: list[ClientEvents] = []
-    subs: list[SubEvents] = []
+    connected: list[Any] = []
+    subs: list[Any] = []
     sent_via_nginx = 0
-    async with aiohttp.ClientSession() as session:
 
-        async def via_nginx(method: str, payload: dict[str, Any]) -> dict[str, Any]:
-            nonlocal sent_via_nginx
-            sent_via_nginx += 1
-            return await api(session, nginx.http_url, key, method, payload)
+    async def via_nginx(method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        nonlocal sent_via_nginx
+        sent_via_nginx += 1
+        return await api_result(proxy, method, payload, session=http)
 
-        async def num_clients_per_node() -> list[int]:
-            """Asked of each node directly: its own ``info`` entry is fresh (the other nodes'
-            entries come from heartbeats every few seconds)."""
-            counts = []
-            for node, name in zip(nodes, NODE_NAMES, strict=True):
-                result = await api(session, node.http_url, key, "info", {})
-                [own] = [n for n in result["nodes"] if n["name"] == name]
-                counts.append(int(own["num_clients"]))
-            return counts
+    async def num_clients_per_node() -> list[int]:
+        """Asked of each node directly: its own ``info`` entry is fresh (the other nodes'
+        entries come from heartbeats every few seconds)."""
+        counts = []
+        for node, name in zip(nodes, NODE_NAMES, strict=True):
+            result = await api_result(node, "info", {}, session=http)
+            [own] = [n for n in result["nodes"] if n["name"] == name]
+            counts.append(int(own["num_clients"]))
+        return counts
 
-        try:
-            # Connect one client after another through nginx: round robin alternates nodes.
-            for i in range(NUM_CLIENTS):
-                events = ClientEvents()
-                client_events.append(events)
-                client = Client(
-                    nginx.ws_url, events=events, token=make_token(f"u{i}", secret=secret),
-                    proxy=None,
-                )
-                clients.append(client)
-                await client.connect()
-                await asyncio.wait_for(events.connected.wait(), T)
-            per_node = await num_clients_per_node()
-            assert sum(per_node) == NUM_CLIENTS, per_node
-            assert all(n >= 1 for n in per_node), f"all clients on one node: {per_node}"
+    # Connect one client after another through nginx: round robin alternates nodes.
+    for i in range(NUM_CLIENTS):
+        client, events = clients.new(nginx, make_token(f"u{i}", secret=secret))
+        connected.append((client, events))
+        await client.connect()
+        await next_item(events.connected)
+    per_node = await num_clients_per_node()
+    assert sum(per_node) == NUM_CLIENTS, per_node
+    assert all(n >= 1 for n in per_node), f"all clients on one node: {per_node}"
 
-            for client in clients:
-                sub_events = SubEvents()
-                sub = client.new_subscription(channel, events=sub_events)
-                subs.append(sub_events)
-                await sub.subscribe()
-                await asyncio.wait_for(sub_events.subscribed.get(), T)
+    for client, _ in connected:
+        _, sub_events, _ = await clients.subscribe(client, channel)
+        subs.append(sub_events)
 
-            # Publish through nginx: the calls go to both nodes, each publication reaches every
-            # client on either node, and the offsets form one sequence (history is in Redis).
-            # The last body (> 16 KiB) is buffered in nginx's client_body_temp_path.
-            payloads: list[dict[str, Any]] = [{"n": n} for n in range(1, NUM_PUBLISHES)]
-            payloads.append({"n": NUM_PUBLISHES, "pad": "x" * 40_000})
-            for n, data in enumerate(payloads, start=1):
-                result = await via_nginx("publish", {"channel": channel, "data": data})
-                assert result["offset"] == n, result
-            for sub_events in subs:
-                for n, data in enumerate(payloads, start=1):
-                    pub = await asyncio.wait_for(sub_events.publications.get(), T)
-                    assert (pub.offset, pub.data) == (n, data)
+    # Publish through nginx: the calls go to both nodes, each publication reaches every
+    # client on either node, and the offsets form one sequence (history is in Redis).
+    # The last body (> 16 KiB) is buffered in nginx's client_body_temp_path.
+    payloads: list[dict[str, Any]] = [{"n": n} for n in range(1, NUM_PUBLISHES)]
+    payloads.append({"n": NUM_PUBLISHES, "pad": "x" * 40_000})
+    for n, data in enumerate(payloads, start=1):
+        result = await via_nginx("publish", {"channel": channel, "data": data})
+        assert result["offset"] == n, result
+    for sub_events in subs:
+        for n, data in enumerate(payloads, start=1):
+            pub = await next_item(sub_events.publications)
+            assert (pub.offset, pub.data) == (n, data)
 
-            await wait_until(
-                lambda: len(nginx.upstreams("POST /api/publish")) == NUM_PUBLISHES,
-                "publish lines in nginx's access log",
-            )
-            served = set(nginx.upstreams("POST /api/publish"))
-            assert served == node_ports, f"publishes served by {served} only\n{nginx.logs()}"
+    assert await eventually(
+        lambda: len(nginx.upstreams("POST /api/publish")) == NUM_PUBLISHES
+    ), "timed out waiting for publish lines in nginx's access log"
+    served = set(nginx.upstreams("POST /api/publish"))
+    assert served == node_ports, f"publishes served by {served} only\n{nginx.logs()}"
 
-            # Presence through nginx: whichever node answers lists the clients of both.
-            client_ids = {client.client_id for client in clients}
-            for _ in range(len(nodes)):
-                result = await via_nginx("presence", {"channel": channel})
-                assert set(result["presence"]) == client_ids
-            await wait_until(
-                lambda: len(nginx.upstreams("POST /api/presence")) == len(nodes),
-                "presence lines in nginx's access log",
-            )
-            assert set(nginx.upstreams("POST /api/presence")) == node_ports
+    # Presence through nginx: whichever node answers lists the clients of both.
+    client_ids = {client.client_id for client, _ in connected}
+    for _ in range(len(nodes)):
+        result = await via_nginx("presence", {"channel": channel})
+        assert set(result["presence"]) == client_ids
+    assert await eventually(
+        lambda: len(nginx.upstreams("POST /api/presence")) == len(nodes)
+    ), "timed out waiting for presence lines in nginx's access log"
+    assert set(nginx.upstreams("POST /api/presence")) == node_ports
 
-            # ``info`` through nginx lists every node (they learn of each other by heartbeat).
-            async def info_lists_both() -> bool:
-                result = await via_nginx("info", {})
-                return sorted(n["name"] for n in result["nodes"]) == list(NODE_NAMES)
+    # ``info`` through nginx lists every node (they learn of each other by heartbeat).
+    async def info_lists_both() -> bool:
+        result = await via_nginx("info", {})
+        return sorted(n["name"] for n in result["nodes"]) == list(NODE_NAMES)
 
-            await wait_until(info_lists_both, "info to list both nodes", seconds=3 * T)
+    assert await eventually(info_lists_both, within=3 * T), (
+        "timed out waiting for info to list both nodes"
+    )
 
-            # A client whose connection drops reconnects through nginx to the OTHER node and
-            # recovers there what it missed (history and its epoch are in Redis).
-            events, sub_events = client_events[0], subs[0]
-            before = await num_clients_per_node()
-            gate = events.gate = asyncio.Event()
-            await clients[0]._conn.close()
-            await asyncio.wait_for(events.held.wait(), T)
-            await wait_until(
-                lambda: nginx.upstreams("GET /connection/websocket", 101),
-                "the closed WebSocket in nginx's access log",
-            )
-            [old_port] = nginx.upstreams("GET /connection/websocket", 101)
-            old = [node.port for node in nodes].index(old_port)
-            missed: list[dict[str, Any]] = [{"missed": n} for n in (1, 2)]
-            for n, data in enumerate(missed, start=NUM_PUBLISHES + 1):
-                result = await via_nginx("publish", {"channel": channel, "data": data})
-                assert result["offset"] == n, result
-            # Round robin alternates: if the last request went to the old node, the reconnect
-            # goes to the other one. At most one extra request steers it there.
-            for _ in range(2):
-                await wait_until(
-                    lambda: len(nginx.served()) == sent_via_nginx + 1,  # + the closed WebSocket
-                    "every request so far in nginx's access log",
-                )
-                if nginx.served()[-1][2] == old_port:
-                    break
-                await via_nginx("info", {})
-            else:
-                pytest.fail(f"round robin did not alternate:\n{nginx.logs()}")
-            events.gate = None
-            gate.set()
-            resub = await asyncio.wait_for(sub_events.subscribed.get(), T)
-            assert (resub.was_recovering, resub.recovered) == (True, True)
-            for n, data in enumerate(missed, start=NUM_PUBLISHES + 1):
-                pub = await asyncio.wait_for(sub_events.publications.get(), T)
-                assert (pub.offset, pub.data) == (n, data)
-            expected = [count + (1 if i != old else -1) for i, count in enumerate(before)]
+    # A client whose connection drops reconnects through nginx to the OTHER node and
+    # recovers there what it missed (history and its epoch are in Redis).
+    (first, events), sub_events = connected[0], subs[0]
+    before = await num_clients_per_node()
+    release = await drop_transport(first, events)
+    assert await eventually(
+        lambda: bool(nginx.upstreams("GET /connection/websocket", 101))
+    ), "timed out waiting for the closed WebSocket in nginx's access log"
+    [old_port] = nginx.upstreams("GET /connection/websocket", 101)
+    old = [node.port for node in nodes].index(old_port)
+    missed: list[dict[str, Any]] = [{"missed": n} for n in (1, 2)]
+    for n, data in enumerate(missed, start=NUM_PUBLISHES + 1):
+        result = await via_nginx("publish", {"channel": channel, "data": data})
+        assert result["offset"] == n, result
+    # Round robin alternates: if the last request went to the old node, the reconnect
+    # goes to the other one. At most one extra request steers it there.
+    for _ in range(2):
+        assert await eventually(
+            lambda: len(nginx.served()) == sent_via_nginx + 1  # + the closed WebSocket
+        ), "timed out waiting for every request so far in nginx's access log"
+        if nginx.served()[-1][2] == old_port:
+            break
+        await via_nginx("info", {})
+    else:
+        pytest.fail(f"round robin did not alternate:\n{nginx.logs()}")
+    release()
+    resub = await next_item(sub_events.subscribed)
+    assert (resub.was_recovering, resub.recovered) == (True, True)
+    for n, data in enumerate(missed, start=NUM_PUBLISHES + 1):
+        pub = await next_item(sub_events.publications)
+        assert (pub.offset, pub.data) == (n, data)
+    expected = [count + (1 if i != old else -1) for i, count in enumerate(before)]
 
-            async def moved() -> bool:
-                return await num_clients_per_node() == expected
+    async def moved() -> bool:
+        return await num_clients_per_node() == expected
 
-            await wait_until(moved, f"the client to move from {NODE_NAMES[old]} to the other node")
-        finally:
-            for events in client_events:
-                if events.gate is not None:
-                    events.gate.set()
-            for client in clients:
-                await client.disconnect()
-            # The SDK closes sockets in background tasks; let them finish before the loop ends.
-            tasks = {t for client in clients for t in client._background_tasks}
-            if tasks:
-                await asyncio.wait(tasks, timeout=T)
+    assert await eventually(moved), (
+        f"timed out waiting for the client to move from {NODE_NAMES[old]} to the other node"
+    )
 
 
 async def test_emulation_through_nginx_needs_no_sticky_sessions(
-    nodes: list[ServerProcess], nginx: Nginx
+    nodes: list[ServerProcess], nginx: Nginx, http: aiohttp.ClientSession
 ) -> None:
     """An HTTP-streaming connection lives on one node; its /emulation POSTs go round robin to
     both, and the other node forwards them through Redis."""
-    config = example_node_config("node1")
-    secret = config["client"]["token"]["hmac_secret_key"]
-    key = config["http_api"]["key"]
-    channel = f"emu-{uuid.uuid4().hex[:8]}"
-    async with aiohttp.ClientSession() as session:
+    secret = example_node_config("node1")["client"]["token"]["hmac_secret_key"]
+    proxy = proxied_api(nginx)
+    channel = unique("emu")
 
-        async def both_nodes_known() -> bool:
-            info = await api(session, nginx.http_url, key, "info", {})
+    def knows_both(target: ApiEndpoint | ServerProcess) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            info = await api_result(target, "info", {}, session=http)
             return len(info["nodes"]) == 2
 
-        for node in nodes:  # each node must have heard the other's heartbeat
-            await wait_until(functools.partial(_knows_both, session, node, key),
-                             "node heartbeats")
-        await wait_until(both_nodes_known, "info lists both nodes")
-        connect_cmd = json.dumps({"id": 1, "connect": {"token": make_token("e", secret=secret)}})
-        async with session.post(f"{nginx.http_url}/connection/http_stream", data=connect_cmd,
-                                headers={"Content-Type": "application/json"}) as stream:
-            assert stream.status == 200
+        return check
 
-            async def next_message() -> dict[str, Any]:
-                async with asyncio.timeout(T):
-                    while True:
-                        line = (await stream.content.readline()).strip()
-                        if line:
-                            message: dict[str, Any] = json.loads(line)
-                            return message
-
-            connect = (await next_message())["connect"]
-            for command_id in range(2, 6):  # 4 POSTs: round robin hands them to both nodes
-                command = {"id": command_id, "presence_stats": {"channel": channel}}
-                if command_id == 2:
-                    command = {"id": 2, "subscribe": {"channel": channel}}
-                body = {"session": connect["session"], "node": connect["node"],
-                        "data": json.dumps(command)}
-                async with session.post(f"{nginx.http_url}/emulation", json=body) as resp:
-                    assert resp.status == 204, await resp.text()
-                while (await next_message()).get("id") != command_id:
-                    pass
-            await api(session, nginx.http_url, key, "publish",
-                      {"channel": channel, "data": {"via": "nginx"}})
-            while True:
-                message = await next_message()
-                if "pub" in message.get("push", {}):
-                    break
-            assert message["push"]["pub"]["data"] == {"via": "nginx"}
+    for node in nodes:  # each node must have heard the other's heartbeat
+        assert await eventually(knows_both(node)), "timed out waiting for node heartbeats"
+    assert await eventually(knows_both(proxy)), "timed out waiting for info lists both nodes"
+    connect_cmd = json.dumps({"id": 1, "connect": {"token": make_token("e", secret=secret)}})
+    async with http.post(f"{nginx.http_url}/connection/http_stream", data=connect_cmd,
+                         headers={"Content-Type": "application/json"}) as stream:
+        assert stream.status == 200
+        lines = JsonLines(stream, sse=False)
+        connect = (await lines.next())["connect"]
+        for command_id in range(2, 6):  # 4 POSTs: round robin hands them to both nodes
+            command = {"id": command_id, "presence_stats": {"channel": channel}}
+            if command_id == 2:
+                command = {"id": 2, "subscribe": {"channel": channel}}
+            body = {"session": connect["session"], "node": connect["node"],
+                    "data": json.dumps(command)}
+            async with http.post(f"{nginx.http_url}/emulation", json=body) as resp:
+                assert resp.status == 204, await resp.text()
+            while (await lines.next()).get("id") != command_id:
+                pass
+        await api_result(proxy, "publish", {"channel": channel, "data": {"via": "nginx"}},
+                         session=http)
+        message = await lines.until(lambda m: "pub" in m.get("push", {}))
+        assert message["push"]["pub"]["data"] == {"via": "nginx"}
     assert set(nginx.upstreams("POST /emulation", 204)) == {node.port for node in nodes}
-
-
-async def _knows_both(session: aiohttp.ClientSession, node: ServerProcess, key: str) -> bool:
-    info = await api(session, node.http_url, key, "info", {})
-    return len(info["nodes"]) == 2
-

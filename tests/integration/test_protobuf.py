@@ -4,56 +4,31 @@ centrifuge-python client in Protobuf mode, beside JSON clients on the same chann
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import websockets
 from centrifuge import ReplyError, StreamPosition
+from centrifuge.protocol import client_pb2 as pbm
 from websockets.typing import Subprotocol
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
-from tests.integration.test_centrifuge_python import (
-    ClientEvents,
-    Clients,
-    api,
-    api_publish,
-    drop_transport,
-    next_item,
-    subscribe,
-)
-
-T = 5.0 * TIMEOUT_FACTOR
-
-
-class PbClients(Clients):
-    def new(self, srv: ServerProcess, token: str = "", **kwargs: Any) -> tuple[Any, ClientEvents]:
-        return super().new(srv, token, use_protobuf=True, **kwargs)
-
-
-@pytest.fixture
-async def pb() -> AsyncIterator[PbClients]:
-    registry = PbClients()
-    yield registry
-    await registry.close()
-
-
-@pytest.fixture
-async def js() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
+from tests.support.api import api, api_publish
+from tests.support.protobuf import delimited, replies
+from tests.support.sdk import Clients, drop_transport, next_item
+from tests.support.server import BASE_CONFIG, ServerFactory, ServerProcess, make_token
+from tests.support.timing import T
 
 
 async def test_protobuf_and_json_clients_share_a_channel(
-    server: ServerProcess, pb: PbClients, js: Clients
+    server: ServerProcess, pb: Clients, clients: Clients
 ) -> None:
     pclient, _ = await pb.connect(server, user="p")
-    jclient, _ = await js.connect(server, user="j")
-    psub, pevents, pctx = await subscribe(pclient, "mixed")
-    _, jevents, _ = await subscribe(jclient, "mixed")
+    jclient, _ = await clients.connect(server, user="j")
+    psub, pevents, pctx = await pb.subscribe(pclient, "mixed")
+    _, jevents, _ = await clients.subscribe(jclient, "mixed")
     assert pctx.recoverable is True
     assert (await api_publish(server, "mixed", {"n": 1}))["offset"] == 1
     ppub, jpub = await next_item(pevents.publications), await next_item(jevents.publications)
@@ -72,10 +47,10 @@ async def test_protobuf_and_json_clients_share_a_channel(
 
 
 async def test_protobuf_recovery_after_dropped_connection(
-    server: ServerProcess, pb: PbClients
+    server: ServerProcess, pb: Clients
 ) -> None:
     client, events = await pb.connect(server)
-    _, sub_events, _ = await subscribe(client, "precover")
+    _, sub_events, _ = await pb.subscribe(client, "precover")
     await api_publish(server, "precover", "one")
     assert (await next_item(sub_events.publications)).offset == 1
     release = await drop_transport(client, events)
@@ -89,12 +64,12 @@ async def test_protobuf_recovery_after_dropped_connection(
 
 
 async def test_protobuf_join_leave_and_server_disconnect(
-    server: ServerProcess, pb: PbClients
+    server: ServerProcess, pb: Clients
 ) -> None:
     watcher, _ = await pb.connect(server, user="w")
-    _, wevents, _ = await subscribe(watcher, "pjl")
+    _, wevents, _ = await pb.subscribe(watcher, "pjl")
     other, oevents = await pb.connect(server, user="o")
-    await subscribe(other, "pjl")
+    await pb.subscribe(other, "pjl")
     join = await next_item(wevents.joins, lambda info: info.user == "o")
     assert join.client == other.client_id
     reply = await api(server, "disconnect", {"user": "o"})
@@ -116,7 +91,7 @@ async def test_malformed_protobuf_frame_is_3501(server: ServerProcess) -> None:
 
 
 async def test_protobuf_recovery_position_from_get_state(
-    server: ServerProcess, pb: PbClients
+    server: ServerProcess, pb: Clients
 ) -> None:
     for n in range(1, 4):
         await api_publish(server, "pstate", n)
@@ -126,54 +101,15 @@ async def test_protobuf_recovery_position_from_get_state(
     async def get_state(_: str) -> StreamPosition:
         return StreamPosition(offset=1, epoch=epoch)
 
-    _, events, ctx = await subscribe(client, "pstate", get_state=get_state)
+    _, events, ctx = await pb.subscribe(client, "pstate", get_state=get_state)
     assert (ctx.was_recovering, ctx.recovered) == (True, True)
     got = [await next_item(events.publications) for _ in range(2)]
     assert [json.loads(p.data) for p in got] == [2, 3]
 
 
-def delimited(*messages: Any) -> bytes:
-    """Protobuf messages, each with its varint length prefix (a frame or request body)."""
-    out = b""
-    for message in messages:
-        body = message.SerializeToString()
-        n = len(body)
-        prefix = bytearray()
-        while True:
-            prefix.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                break
-        out += bytes(prefix) + body
-    return out
-
-
-def replies(data: bytes) -> list[Any]:
-    """The varint-delimited Protobuf Replies of ``data``."""
-    from centrifuge.protocol import client_pb2 as pbm
-
-    found, pos = [], 0
-    while pos < len(data):
-        length = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        reply = pbm.Reply()
-        reply.ParseFromString(data[pos:pos + length])
-        found.append(reply)
-        pos += length
-    return found
-
-
 async def test_protobuf_over_http_streaming_emulation(
-    tidings_server: Callable[..., ServerProcess],
+    tidings_server: ServerFactory,
 ) -> None:
-    from centrifuge.protocol import client_pb2 as pbm
-
     srv = tidings_server({"http_stream": {"enabled": True}})
     octets = {"Content-Type": "application/octet-stream"}
     connect = pbm.Command(id=1, connect=pbm.ConnectRequest(token=make_token("hp")))
@@ -218,18 +154,14 @@ async def test_protobuf_over_http_streaming_emulation(
 
 
 async def test_binary_data_stays_in_binary_channels(
-    tidings_server: Callable[..., ServerProcess], pb: PbClients
+    tidings_server: ServerFactory, pb: Clients
 ) -> None:
-    import base64
-
-    from tests.conftest import BASE_CONFIG
-
     binary_ns = {"name": "bin", "publication_data_format": "binary",
                  "allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}
     srv = tidings_server({"channel": {"namespaces": [*BASE_CONFIG["channel"]["namespaces"],
                                                      binary_ns]}})
     client, _ = await pb.connect(srv)
-    sub, events, _ = await subscribe(client, "bin:raw")
+    sub, events, _ = await pb.subscribe(client, "bin:raw")
     blob = bytes(range(256))
     reply = await api(srv, "publish", {"channel": "bin:raw",
                                        "b64data": base64.b64encode(blob).decode()})
@@ -242,7 +174,7 @@ async def test_binary_data_stays_in_binary_channels(
     refused = await api(srv, "publish", {"channel": "plain",
                                          "b64data": base64.b64encode(blob).decode()})
     assert refused["error"]["code"] == 107
-    _, _, _ = await subscribe(client, "plain")
+    _, _, _ = await pb.subscribe(client, "plain")
     plain = client.get_subscription("plain")
     with pytest.raises(ReplyError) as err:
         await plain.publish(data=b"\x00not json")

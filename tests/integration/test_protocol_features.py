@@ -3,101 +3,41 @@ server API actions that reach live connections, user-limited channels, legacy AP
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from typing import Any
 
+import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
-from tests.conftest import ServerProcess, make_token
-
-ServerFactory = Callable[..., ServerProcess]
-
-
-class Conn:
-    """A tiny protocol client: numbered commands, replies by id, pushes in a list."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.next_id = 0
-        self.pushes: list[dict[str, Any]] = []
-        self.replies: dict[int, dict[str, Any]] = {}
-
-    @classmethod
-    async def open(cls, srv: ServerProcess, token: str) -> tuple[Conn, dict[str, Any]]:
-        conn = cls(await connect(srv.ws_url))
-        reply = await conn.call("connect", {"token": token})
-        return conn, reply
-
-    async def _read(self) -> None:
-        for line in str(await asyncio.wait_for(self.ws.recv(), 5)).split("\n"):
-            msg = json.loads(line)
-            if "id" in msg:
-                self.replies[msg["id"]] = msg
-            elif "push" in msg:
-                self.pushes.append(msg["push"])
-
-    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.next_id += 1
-        cmd_id = self.next_id
-        await self.ws.send(json.dumps({"id": cmd_id, method: params}))
-        while cmd_id not in self.replies:
-            await self._read()
-        return self.replies.pop(cmd_id)
-
-    async def push(self, kind: str, channel: str | None = None) -> dict[str, Any]:
-        while True:
-            for i, push in enumerate(self.pushes):
-                if kind in push and (channel is None or push.get("channel") == channel):
-                    return self.pushes.pop(i)
-            await self._read()
-
-    async def closed(self) -> tuple[int, str]:
-        with pytest.raises(ConnectionClosed) as exc:
-            while True:
-                await self._read()
-        assert exc.value.rcvd is not None
-        return exc.value.rcvd.code, exc.value.rcvd.reason
+from tests.support.api import api
+from tests.support.raw import Json, JsonWebSocket, open_json_websocket
+from tests.support.server import ServerFactory, ServerProcess, make_token
 
 
-def api(srv: ServerProcess, method: str, body: Any, path: str | None = None) -> Any:
-    req = urllib.request.Request(
-        path or f"{srv.api_url}/{method}",
-        data=body if isinstance(body, bytes) else json.dumps(body).encode(),
-        headers={"X-API-Key": srv.api_key},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        text = resp.read()
-    return text if path else json.loads(text)
-
-
-async def call_api(srv: ServerProcess, method: str, body: Any) -> Any:
-    return await asyncio.to_thread(api, srv, method, body)
+async def open_conn(srv: ServerProcess, token: str) -> tuple[JsonWebSocket, Json]:
+    """A connection and the reply to its connect command (whatever it is)."""
+    conn = await open_json_websocket(srv.ws_url)
+    return conn, await conn.command(connect={"token": token})
 
 
 async def test_server_side_subscriptions_from_token_and_personal_channel(
     tidings_server: ServerFactory,
 ) -> None:
     srv = tidings_server({"client": {"subscribe_to_user_personal_channel": {"enabled": True}}})
-    conn, reply = await Conn.open(srv, make_token("7", channels=["alerts"]))
+    conn, reply = await open_conn(srv, make_token("7", channels=["alerts"]))
     subs = reply["connect"]["subs"]
     assert set(subs) == {"alerts", "#7"}
     assert subs["alerts"]["recoverable"] is True and subs["alerts"]["epoch"]
-    await call_api(srv, "publish", {"channel": "#7", "data": {"dm": 1}})
+    await api(srv, "publish", {"channel": "#7", "data": {"dm": 1}})
     push = await conn.push("pub", "#7")
     assert push["pub"]["data"] == {"dm": 1} and push["pub"]["offset"] == 1
     # reconnect with recovery of the server-side subscription through connect.subs
     await conn.ws.close()
-    await call_api(srv, "publish", {"channel": "alerts", "data": {"a": 1}})
-    await call_api(srv, "publish", {"channel": "alerts", "data": {"a": 2}})
-    conn2 = Conn(await connect(srv.ws_url))
-    reply2 = await conn2.call("connect", {
+    await api(srv, "publish", {"channel": "alerts", "data": {"a": 1}})
+    await api(srv, "publish", {"channel": "alerts", "data": {"a": 2}})
+    conn2 = await open_json_websocket(srv.ws_url)
+    reply2 = await conn2.command(connect={
         "token": make_token("7", channels=["alerts"]),
         "subs": {"alerts": {"recover": True, "offset": 0, "epoch": subs["alerts"]["epoch"]}},
     })
@@ -111,53 +51,53 @@ async def test_api_subscribe_unsubscribe_disconnect_reach_connections(
     tidings_server: ServerFactory,
 ) -> None:
     srv = tidings_server()
-    conn, _ = await Conn.open(srv, make_token("55"))
-    assert await call_api(srv, "subscribe", {"user": "55", "channel": "pushed"}) == {"result": {}}
+    conn, _ = await open_conn(srv, make_token("55"))
+    assert await api(srv, "subscribe", {"user": "55", "channel": "pushed"}) == {"result": {}}
     sub_push = await conn.push("subscribe", "pushed")
     assert sub_push["subscribe"]["recoverable"] is True
-    await call_api(srv, "publish", {"channel": "pushed", "data": {"x": 1}})
+    await api(srv, "publish", {"channel": "pushed", "data": {"x": 1}})
     assert (await conn.push("pub", "pushed"))["pub"]["data"] == {"x": 1}
-    await call_api(srv, "unsubscribe", {"user": "55", "channel": "pushed"})
+    await api(srv, "unsubscribe", {"user": "55", "channel": "pushed"})
     unsub = await conn.push("unsubscribe", "pushed")
     assert unsub["unsubscribe"] == {"code": 2000, "reason": "server unsubscribe"}
-    channels = await call_api(srv, "channels", {})
+    channels = await api(srv, "channels", {})
     assert "pushed" not in channels["result"]["channels"]
-    await call_api(srv, "disconnect", {"user": "55"})
-    assert await conn.closed() == (3503, "force disconnect")
+    await api(srv, "disconnect", {"user": "55"})
+    assert await conn.expect_close() == (3503, "force disconnect")
 
 
 async def test_connection_expiry_and_refresh(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"client": {"expired_close_delay": "0s"}})
     exp = int(time.time()) + 2
-    refreshed, reply = await Conn.open(srv, make_token("r", exp=exp))
+    refreshed, reply = await open_conn(srv, make_token("r", exp=exp))
     assert reply["connect"]["expires"] is True and 0 < reply["connect"]["ttl"] <= 2
-    expiring, _ = await Conn.open(srv, make_token("e", exp=exp))
-    result = await refreshed.call("refresh", {"token": make_token("r", exp=exp + 3600)})
+    expiring, _ = await open_conn(srv, make_token("e", exp=exp))
+    result = await refreshed.command(refresh={"token": make_token("r", exp=exp + 3600)})
     assert result["refresh"]["expires"] is True and result["refresh"]["ttl"] > 3000
-    wrong_user = await refreshed.call("presence_stats", {"channel": "x"})
+    wrong_user = await refreshed.command(presence_stats={"channel": "x"})
     assert wrong_user["error"]["code"] == 103  # still connected
-    assert await expiring.closed() == (3005, "connection expired")
-    bad, _ = await Conn.open(srv, make_token("r", exp=exp + 3600))
+    assert await expiring.expect_close() == (3005, "connection expired")
+    bad, _ = await open_conn(srv, make_token("r", exp=exp + 3600))
     await bad.ws.send(json.dumps({"id": 9, "refresh": {"token": make_token("someone-else")}}))
-    assert (await bad.closed())[0] == 3500
+    assert (await bad.expect_close())[0] == 3500
     await refreshed.ws.close()
 
 
 async def test_subscription_token_expiry_and_sub_refresh(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"client": {"expired_sub_close_delay": "0s"}})
-    conn, _ = await Conn.open(srv, make_token("9"))
+    conn, _ = await open_conn(srv, make_token("9"))
     exp = int(time.time()) + 2
-    ok = await conn.call("subscribe", {
+    ok = await conn.command(subscribe={
         "channel": "private:a", "token": make_token("9", channel="private:a", exp=exp)})
     assert ok["subscribe"]["expires"] is True and ok["subscribe"]["ttl"] <= 2
-    refreshed = await conn.call("sub_refresh", {
+    refreshed = await conn.command(sub_refresh={
         "channel": "private:a", "token": make_token("9", channel="private:a", exp=exp + 600)})
     assert refreshed["sub_refresh"]["expires"] is True
-    await conn.call("subscribe", {
+    await conn.command(subscribe={
         "channel": "private:b", "token": make_token("9", channel="private:b", exp=exp)})
     unsub = await conn.push("unsubscribe", "private:b")
     assert unsub["unsubscribe"] == {"code": 2501, "reason": "subscription expired"}
-    not_sub = await conn.call("sub_refresh", {"channel": "private:zzz", "token": "x"})
+    not_sub = await conn.command(sub_refresh={"channel": "private:zzz", "token": "x"})
     assert not_sub["error"]["code"] == 103
     await conn.ws.close()
 
@@ -166,39 +106,39 @@ async def test_user_limited_channels(tidings_server: ServerFactory) -> None:
     srv = tidings_server({"channel": {"namespaces": [
         {"name": "dm", "allow_user_limited_channels": True, "presence": True},
     ]}})
-    alice, _ = await Conn.open(srv, make_token("42"))
-    assert "subscribe" in await alice.call("subscribe", {"channel": "dm:chat#42,43"})
-    denied = await alice.call("subscribe", {"channel": "dm:chat#43,44"})
+    alice, _ = await open_conn(srv, make_token("42"))
+    assert "subscribe" in await alice.command(subscribe={"channel": "dm:chat#42,43"})
+    denied = await alice.command(subscribe={"channel": "dm:chat#43,44"})
     assert denied["error"] == {"code": 103, "message": "permission denied"}
     await alice.ws.close()
 
 
 async def test_history_command_pagination_and_errors(tidings_server: ServerFactory) -> None:
     srv = tidings_server()
-    conn, _ = await Conn.open(srv, make_token("h"))
-    await conn.call("subscribe", {"channel": "hist"})
+    conn, _ = await open_conn(srv, make_token("h"))
+    await conn.command(subscribe={"channel": "hist"})
     for i in range(5):
-        await call_api(srv, "publish", {"channel": "hist", "data": {"i": i}})
-    page1 = (await conn.call("history", {"channel": "hist", "limit": 2}))["history"]
+        await api(srv, "publish", {"channel": "hist", "data": {"i": i}})
+    page1 = (await conn.command(history={"channel": "hist", "limit": 2}))["history"]
     epoch = page1["epoch"]
-    page2 = (await conn.call("history", {"channel": "hist", "limit": 2,
+    page2 = (await conn.command(history={"channel": "hist", "limit": 2,
                                          "since": {"offset": 2, "epoch": epoch}}))["history"]
     assert [p["offset"] for p in page1["publications"]] == [1, 2]
     assert [p["offset"] for p in page2["publications"]] == [3, 4]
-    rev = (await conn.call("history", {"channel": "hist", "limit": -1, "reverse": True}))
+    rev = (await conn.command(history={"channel": "hist", "limit": -1, "reverse": True}))
     assert [p["offset"] for p in rev["history"]["publications"]] == [5, 4, 3, 2, 1]
-    position = (await conn.call("history", {"channel": "hist"}))["history"]
+    position = (await conn.command(history={"channel": "hist"}))["history"]
     assert position == {"publications": [], "epoch": epoch, "offset": 5}
-    wrong = await conn.call("history", {"channel": "hist", "since": {"offset": 1, "epoch": "x"}})
+    wrong = await conn.command(history={"channel": "hist", "since": {"offset": 1, "epoch": "x"}})
     assert wrong["error"]["code"] == 112
-    off = await conn.call("history", {"channel": "private:x"})
+    off = await conn.command(history={"channel": "private:x"})
     assert off["error"]["code"] == 108  # no history in that namespace
-    rpc = await conn.call("rpc", {"method": "m", "data": {}})
+    rpc = await conn.command(rpc={"method": "m", "data": {}})
     assert rpc["error"] == {"code": 108, "message": "not available"}
-    api_hist = await call_api(srv, "history", {"channel": "hist", "limit": 1, "reverse": True})
+    api_hist = await api(srv, "history", {"channel": "hist", "limit": 1, "reverse": True})
     assert api_hist["result"]["publications"][0]["data"] == {"i": 4}
-    await call_api(srv, "history_remove", {"channel": "hist"})
-    emptied = await call_api(srv, "history", {"channel": "hist", "limit": -1})
+    await api(srv, "history_remove", {"channel": "hist"})
+    emptied = await api(srv, "history", {"channel": "hist", "limit": -1})
     assert emptied["result"] == {"publications": [], "epoch": epoch, "offset": 5}
     await conn.ws.close()
 
@@ -209,23 +149,21 @@ async def test_legacy_api_idempotency_and_transport_error_mode(
     srv = tidings_server()
     body = b'{"method":"publish","params":{"channel":"l","data":{"v":1}},"id":1}\n' \
            b'{"method":4,"params":{"channel":"l"},"id":2}'
-    text = await asyncio.to_thread(api, srv, "", body, f"{srv.api_url}")
+    async with aiohttp.ClientSession() as http, http.post(
+        srv.api_url, data=body, headers={"X-API-Key": srv.api_key}
+    ) as resp:
+        assert resp.status == 200
+        text = await resp.read()
     first, second = (json.loads(line) for line in text.split(b"\n"))
     assert first["id"] == 1 and first["result"]["offset"] == 1
     assert second == {"id": 2, "result": {"presence": {}}}
     once = {"channel": "idem", "data": {"v": 1}, "idempotency_key": "k1"}
-    a = await call_api(srv, "publish", once)
-    b = await call_api(srv, "publish", once)
+    a = await api(srv, "publish", once)
+    b = await api(srv, "publish", once)
     assert a == b == {"result": {"offset": 1, "epoch": a["result"]["epoch"]}}
-    req = urllib.request.Request(
-        f"{srv.api_url}/publish", data=b'{"channel":"nope:x","data":{}}',
-        headers={"X-API-Key": srv.api_key, "X-Centrifugo-Error-Mode": "transport"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as exc:
-        await asyncio.to_thread(urllib.request.urlopen, req, None, 10)
-    assert exc.value.code == 404
-    assert json.loads(exc.value.read()) == {"code": 102, "message": "unknown channel"}
-    exc.value.close()
+    error = await api(srv, "publish", {"channel": "nope:x", "data": {}},
+                      headers={"X-Centrifugo-Error-Mode": "transport"}, expect_status=404)
+    assert error == {"code": 102, "message": "unknown channel"}
 
 
 async def test_origin_check(tidings_server: ServerFactory) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.contract.conftest import Recorder
-from tests.redisproc import RedisCluster, RedisSentinel, RedisServer
+from tests.support.engine import Recorder, redis_config
+from tests.support.redisproc import RedisCluster, RedisSentinel, RedisServer
 from tidings.config import RedisConfig
 from tidings.engine.base import EngineError, HistoryOptions, PublishOptions
 from tidings.engine.redis import RedisEngine, jump_hash, shard_index
@@ -29,10 +29,8 @@ def pub(n: int) -> Publication:
 
 
 def config(**fields: object) -> RedisConfig:
-    cfg = RedisConfig(prefix=f"t{uuid.uuid4().hex[:10]}", connect_timeout=0.5, io_timeout=1.0)
-    for key, value in fields.items():
-        setattr(cfg, key, value)
-    return cfg
+    """Short connect and I/O timeouts: Redis goes away in some of these tests."""
+    return redis_config(**{"connect_timeout": 0.5, "io_timeout": 1.0, **fields})
 
 
 @asynccontextmanager
@@ -246,7 +244,7 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_tls(tmp_path: Path) -> None:
-    from tests.redisproc import free_port
+    from tests.support.redisproc import free_port
     from tidings.config import RedisTLSConfig
 
     cert, key = self_signed_cert(tmp_path)
@@ -271,7 +269,7 @@ async def test_tls(tmp_path: Path) -> None:
 async def test_sentinel_failover_is_followed(tmp_path: Path) -> None:
     """The master dies; the sentinel promotes the replica; the engine finds the new master by
     asking the sentinel again on reconnect, and pub/sub and history work there."""
-    from tests.redisproc import _SentinelProcess
+    from tests.support.redisproc import _SentinelProcess
 
     master = RedisServer(tmp_path, name="m").start()
     replica = RedisServer(tmp_path, name="r",

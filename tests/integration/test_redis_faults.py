@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,14 @@ import aiohttp
 import pytest
 from centrifuge import ClientState, SubscriptionState
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess
-from tests.integration.cluster_helpers import (
-    Clients,
-    Event,
-    SubEvents,
-    T,
-    api_result,
-    eventually,
-    next_item,
-    node_config,
-    running_nodes,
-    subscribe,
-    unique_prefix,
-    wait_log,
-)
-from tests.redisproc import RedisServer
+from tests.support.api import api_result
+from tests.support.cluster import node_config, running_nodes, wait_log
+from tests.support.redisproc import RedisServer
+from tests.support.sdk import Clients, Event, SubEvents, next_item
+from tests.support.server import ServerFactory, ServerProcess, unique
+from tests.support.timing import TIMEOUT_FACTOR, T, eventually
 
+pytestmark = pytest.mark.sdk(max_retry_delay=1.0)
 CHANNELS = ("feed_a", "feed_b", "feed_c")
 PUBLISHES = 150
 STOP_AFTER = 40  # publish attempts before Redis is stopped
@@ -211,22 +201,15 @@ def judge(log: list[Event], channel: str, acked: dict[int, Attempt], *, terminal
     return verdict
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
-
-
 @pytest.mark.parametrize("appendonly", [False, True], ids=["no-aof", "aof"])
 async def test_redis_restart_under_load(
     tmp_path: Path,
-    tidings_server: Callable[..., ServerProcess],
+    tidings_server: ServerFactory,
     clients: Clients,
     appendonly: bool,
 ) -> None:
     redis = RedisServer(tmp_path, appendonly=appendonly)
-    prefix = unique_prefix()
+    prefix = unique("t")
     with (
         redis,
         running_nodes(
@@ -240,7 +223,7 @@ async def test_redis_restart_under_load(
                 name = f"node{n}-client{k}"
                 client, _ = await clients.connect(node, name)
                 for channel in CHANNELS:
-                    sub, events, _ = await subscribe(client, channel)
+                    sub, events, _ = await clients.subscribe(client, channel)
                     watched.append(Watched(f"{name}/{channel}", client, sub, events))
 
         async with aiohttp.ClientSession() as session:
@@ -315,7 +298,7 @@ async def test_redis_restart_under_load(
         # Still serving: a fresh client on each node subscribes and receives.
         for n, node in enumerate(nodes):
             fresh, _ = await clients.connect(node, f"fresh{n}")
-            _, events, ctx = await subscribe(fresh, CHANNELS[0])
+            _, events, ctx = await clients.subscribe(fresh, CHANNELS[0])
             result = await api_result(
                 nodes[1 - n], "publish", {"channel": CHANNELS[0], "data": {"seq": -1 - n}}
             )

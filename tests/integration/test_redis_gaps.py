@@ -8,56 +8,21 @@ like to the node.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import BASE_CONFIG, ServerProcess, deep_merge, start_server
-from tests.integration.test_centrifuge_python import (
-    Clients,
-    SubEvents,
-    api_publish,
-    next_item,
-    subscribe,
-)
-from tests.redisproc import RedisServer
-
-Factory = Callable[[], ServerProcess]
-
-
-class GapEvents(SubEvents):
-    """Also records ``subscribing`` (an unsubscribe push with a code >= 2500 makes the SDK
-    resubscribe: it moves to subscribing, not unsubscribed)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.subscribing: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_subscribing(self, ctx: Any) -> None:
-        self.subscribing.put_nowait(ctx)
-
-
-async def gap_subscribe(client: Any, channel: str) -> tuple[GapEvents, Any]:
-    events = GapEvents()
-    sub = client.new_subscription(channel, events=events)
-    await sub.subscribe()
-    ctx = await next_item(events.subscribed)
-    return events, ctx
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path) as server:
-        yield server
+from tests.support.api import api_publish
+from tests.support.redisproc import RedisServer
+from tests.support.sdk import Clients, next_item
+from tests.support.server import BASE_CONFIG, ServerProcess, deep_merge, start_server, unique
 
 
 @pytest.fixture
 def prefix() -> str:
-    return f"gap{uuid.uuid4().hex[:8]}"
+    return unique("gap")
 
 
 @pytest.fixture
@@ -72,13 +37,6 @@ def node(tmp_path: Path, redis: RedisServer, prefix: str) -> Iterator[ServerProc
         server.stop()
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[Clients]:
-    registry = Clients()
-    yield registry
-    await registry.close()
-
-
 def lose_publication(redis: RedisServer, prefix: str, channel: str) -> None:
     with redis.client() as c:
         assert c.hincrby(f"{prefix}.m.{{{channel}}}", "s", 1) > 0
@@ -88,7 +46,7 @@ async def test_lost_publication_makes_subscriber_recover(
     node: ServerProcess, redis: RedisServer, prefix: str, clients: Clients
 ) -> None:
     client, _ = await clients.connect(node)
-    events, ctx = await gap_subscribe(client, "g")
+    _, events, ctx = await clients.subscribe(client, "g")
     epoch = ctx.stream_position.epoch
     for n in (1, 2):
         assert (await api_publish(node, "g", {"n": n}))["offset"] == n
@@ -115,8 +73,8 @@ async def test_other_subscribers_and_unpositioned_channels_are_untouched(
     node: ServerProcess, redis: RedisServer, prefix: str, clients: Clients
 ) -> None:
     client, _ = await clients.connect(node)
-    gap_events, _ = await gap_subscribe(client, "g2")
-    _, calm_events, _ = await subscribe(client, "calm")
+    _, gap_events, _ = await clients.subscribe(client, "g2")
+    _, calm_events, _ = await clients.subscribe(client, "calm")
     await api_publish(node, "g2", {"n": 1})
     await next_item(gap_events.publications)
     lose_publication(redis, prefix, "g2")

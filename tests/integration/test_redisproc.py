@@ -1,4 +1,4 @@
-"""Self-test of tests/redisproc.py: real redis-server processes start, persist, and stop."""
+"""Self-test of tests/support/redisproc.py: real redis-server processes start, persist, and stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from tests.redisproc import RedisCluster, RedisSentinel, RedisServer, free_port
+from tests.support.redisproc import RedisCluster, RedisSentinel, RedisServer, free_port
 
 
 def _pid_gone(pid: int) -> bool:

@@ -8,26 +8,25 @@ import asyncio
 import json
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import websockets
 
-from tests.conftest import (
-    API_KEY,
+from tests.support.api import api, api_publish
+from tests.support.raw import JsonLines
+from tests.support.redisproc import RedisServer
+from tests.support.server import (
     BASE_CONFIG,
-    TIMEOUT_FACTOR,
+    ServerFactory,
     ServerProcess,
     deep_merge,
     make_token,
-    start_server,
+    unique,
 )
-from tests.redisproc import RedisServer
+from tests.support.timing import TIMEOUT_FACTOR, T
 
-T = 5.0 * TIMEOUT_FACTOR
 ORIGIN = "http://app.example"
 STREAMS = {
     "http_stream": {"enabled": True},
@@ -41,60 +40,8 @@ STREAMS = {
 
 
 @pytest.fixture
-def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
+def srv(tidings_server: ServerFactory) -> ServerProcess:
     return tidings_server(STREAMS)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3 * T)) as session:
-        yield session
-
-
-async def publish(http: aiohttp.ClientSession, srv: ServerProcess, channel: str, data: Any,
-                  ) -> dict[str, Any]:
-    async with http.post(f"{srv.api_url}/publish", json={"channel": channel, "data": data},
-                         headers={"X-API-Key": API_KEY}) as resp:
-        body: dict[str, Any] = await resp.json()
-    assert "result" in body, body
-    return body
-
-
-async def api(http: aiohttp.ClientSession, srv: ServerProcess, method: str,
-              params: dict[str, Any]) -> dict[str, Any]:
-    async with http.post(f"{srv.api_url}/{method}", json=params,
-                         headers={"X-API-Key": API_KEY}) as resp:
-        body: dict[str, Any] = await resp.json()
-    return body
-
-
-class Lines:
-    """JSON messages from a streaming response: one per line, or per SSE ``data:`` event."""
-
-    def __init__(self, resp: aiohttp.ClientResponse, sse: bool) -> None:
-        self.resp = resp
-        self.sse = sse
-
-    async def next(self) -> dict[str, Any]:
-        async with asyncio.timeout(T):
-            while True:
-                raw = await self.resp.content.readline()
-                if not raw:
-                    raise EOFError("stream ended")
-                line = raw.strip()
-                if not line:
-                    continue
-                if self.sse:
-                    assert line.startswith(b"data: "), line
-                    line = line[len(b"data: "):]
-                message: dict[str, Any] = json.loads(line)
-                return message
-
-    async def until(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        while True:
-            message = await self.next()
-            if pred(message):
-                return message
 
 
 def cf_connect(payload: dict[str, Any]) -> str:
@@ -114,12 +61,12 @@ async def test_uni_sse_get_streams_connect_then_publications(
         assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
         assert resp.headers["Cache-Control"].startswith("private, no-cache")
         assert await resp.content.readline() == b"\r\n"  # written right after the headers
-        lines = Lines(resp, sse=True)
+        lines = JsonLines(resp, sse=True)
         connect = await lines.next()
         assert set(connect) == {"connect"}
         assert connect["connect"]["subs"]["news"]["positioned"] is True
         assert "pong" not in connect["connect"]
-        await publish(http, srv, "news", {"n": 1})
+        await api_publish(srv, "news", {"n": 1}, session=http)
         pub = await lines.until(lambda m: "pub" in m)
         assert pub == {"channel": "news", "pub": {"data": {"n": 1}, "offset": 1}}
 
@@ -129,16 +76,16 @@ async def test_uni_http_stream_post_body(srv: ServerProcess, http: aiohttp.Clien
     async with http.post(f"{srv.http_url}/connection/uni_http_stream",
                          json={"token": token}) as resp:
         assert resp.status == 200
-        lines = Lines(resp, sse=False)
+        lines = JsonLines(resp, sse=False)
         assert "connect" in await lines.next()
-        await publish(http, srv, "feed", "hello")
+        await api_publish(srv, "feed", "hello", session=http)
         assert (await lines.until(lambda m: "pub" in m))["pub"]["data"] == "hello"
 
 
 async def test_uni_sse_post_body_works_too(srv: ServerProcess, http: aiohttp.ClientSession) -> None:
     token = make_token("u3", channels=["posted"])
     async with http.post(f"{srv.http_url}/connection/uni_sse", json={"token": token}) as resp:
-        lines = Lines(resp, sse=True)
+        lines = JsonLines(resp, sse=True)
         assert "connect" in await lines.next()
 
 
@@ -151,8 +98,7 @@ async def test_uni_websocket_first_message_or_query(srv: ServerProcess) -> None:
         assert "connect" in connect and "pong" not in connect["connect"]
     async with websockets.connect(f"{base}?cf_connect={cf_connect({'token': token})}") as ws:
         assert "connect" in json.loads(await asyncio.wait_for(ws.recv(), T))
-        async with aiohttp.ClientSession() as http:
-            await publish(http, srv, "ws", {"n": 7})
+        await api_publish(srv, "ws", {"n": 7})
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), T))
             if "pub" in message:
@@ -170,7 +116,7 @@ async def test_uni_connect_errors_are_disconnect_pushes(
 ) -> None:
     url = f"{srv.http_url}/connection/uni_sse?cf_connect={cf_connect({'token': token})}"
     async with http.get(url) as resp:
-        lines = Lines(resp, sse=True)
+        lines = JsonLines(resp, sse=True)
         message = await lines.next()
         assert message["disconnect"]["code"] == code
         with pytest.raises(EOFError):
@@ -184,9 +130,9 @@ async def test_uni_server_disconnect_ends_the_stream(
     token = make_token("kicked", channels=["k"])
     async with http.post(f"{srv.http_url}/connection/uni_http_stream",
                          json={"token": token}) as resp:
-        lines = Lines(resp, sse=False)
+        lines = JsonLines(resp, sse=False)
         await lines.next()
-        assert "result" in await api(http, srv, "disconnect", {"user": "kicked"})
+        assert "result" in await api(srv, "disconnect", {"user": "kicked"}, session=http)
         message = await lines.until(lambda m: "disconnect" in m)
         assert message["disconnect"]["code"] == 3503
         with pytest.raises(EOFError):
@@ -198,12 +144,12 @@ async def test_uni_server_disconnect_ends_the_stream(
 
 async def open_http_stream(
     http: aiohttp.ClientSession, srv: ServerProcess, user: str
-) -> tuple[aiohttp.ClientResponse, Lines, dict[str, Any]]:
+) -> tuple[aiohttp.ClientResponse, JsonLines, dict[str, Any]]:
     command = json.dumps({"id": 1, "connect": {"token": make_token(user)}})
     resp = await http.post(f"{srv.http_url}/connection/http_stream", data=command,
                            headers={"Content-Type": "application/json"})
     assert resp.status == 200
-    lines = Lines(resp, sse=False)
+    lines = JsonLines(resp, sse=False)
     reply = await lines.next()
     assert reply["id"] == 1
     return resp, lines, reply["connect"]
@@ -230,7 +176,7 @@ async def test_http_stream_emulation_round_trip(
         assert sub["subscribe"]["positioned"] is True
         presence = await lines.until(lambda m: m.get("id") == 3)
         assert connect["client"] in presence["presence"]["presence"]
-        await publish(http, srv, "emu", {"n": 1})
+        await api_publish(srv, "emu", {"n": 1}, session=http)
         pub = await lines.until(lambda m: "pub" in m.get("push", {}))
         assert pub["push"] == {"channel": "emu", "pub": {"data": {"n": 1}, "offset": 1}}
 
@@ -241,11 +187,11 @@ async def test_sse_emulation_round_trip(srv: ServerProcess, http: aiohttp.Client
                         headers={"Origin": ORIGIN}) as resp:
         assert resp.status == 200
         assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
-        lines = Lines(resp, sse=True)
+        lines = JsonLines(resp, sse=True)
         connect = (await lines.next())["connect"]
         assert await emulate(http, srv, connect, {"id": 2, "subscribe": {"channel": "s"}}) == 204
         assert (await lines.until(lambda m: m.get("id") == 2))["subscribe"]["positioned"]
-        await publish(http, srv, "s", [1, 2])
+        await api_publish(srv, "s", [1, 2], session=http)
         pub = await lines.until(lambda m: "pub" in m.get("push", {}))
         assert pub["push"]["pub"]["data"] == [1, 2]
 
@@ -318,7 +264,7 @@ async def test_preflight(srv: ServerProcess, http: aiohttp.ClientSession) -> Non
 
 
 async def test_disabled_transports_are_404(
-    tidings_server: Callable[..., ServerProcess], http: aiohttp.ClientSession
+    tidings_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
     plain = tidings_server()
     for path in ("/connection/http_stream", "/connection/sse", "/emulation",
@@ -361,7 +307,7 @@ async def test_sockjs_xhr_streaming_and_send(
         # A second receiving request while one is open is refused, SockJS style.
         async with http.post(f"{session}/xhr") as other:
             assert await other.read() == b'c[2010,"Another connection still open"]\n'
-        await publish(http, srv, "sj", {"n": 1})
+        await api_publish(srv, "sj", {"n": 1}, session=http)
 
         async def next_pushes() -> list[dict[str, Any]]:
             got = await frame()
@@ -373,7 +319,7 @@ async def test_sockjs_xhr_streaming_and_send(
         while not any("pub" in push for push in pushes):
             pushes = await next_pushes()
         assert [p["pub"]["data"] for p in pushes if "pub" in p] == [{"n": 1}]
-        assert "result" in await api(http, srv, "disconnect", {"user": "sj"})
+        assert "result" in await api(srv, "disconnect", {"user": "sj"}, session=http)
         while not (got := await frame()).startswith(b"c["):
             pass
         assert json.loads(got[1:]) == [3503, "force disconnect"]
@@ -417,36 +363,26 @@ async def test_sockjs_send_needs_json_strings(
 # ------------------------------------------------------------------ across nodes
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path) as server:
-        yield server
-
-
 async def test_emulation_reaches_the_owning_node(
-    tmp_path: Path, redis: RedisServer, http: aiohttp.ClientSession
+    redis: RedisServer, tidings_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
     """No sticky sessions: /emulation may hit any node; it forwards to the stream's node."""
-    prefix = f"emu{uuid.uuid4().hex[:8]}"
+    prefix = unique("emu")
     config = deep_merge(BASE_CONFIG, {**STREAMS, "engine": {"type": "redis", "redis": {
         "address": [redis.url], "prefix": prefix}}})
-    a, b = start_server(tmp_path, config), start_server(tmp_path, config)
-    try:
-        resp, lines, connect = await open_http_stream(http, a, "roamer")
-        async with resp:
-            for _ in range(int(100 * TIMEOUT_FACTOR)):  # B learns A from its heartbeat
-                info = await api(http, b, "info", {})
-                if len(info["result"]["nodes"]) == 2:
-                    break
-                await asyncio.sleep(0.1)
-            assert await emulate(http, b, connect, {"id": 2, "subscribe": {"channel": "r"}}) == 204
-            assert (await lines.until(lambda m: m.get("id") == 2))["subscribe"]
-            await publish(http, b, "r", "via-b")
-            assert (await lines.until(lambda m: "pub" in m.get("push", {})))["push"]["pub"][
-                "data"] == "via-b"
-    finally:
-        a.stop()
-        b.stop()
+    a, b = tidings_server(config=config), tidings_server(config=config)
+    resp, lines, connect = await open_http_stream(http, a, "roamer")
+    async with resp:
+        for _ in range(int(100 * TIMEOUT_FACTOR)):  # B learns A from its heartbeat
+            info = await api(b, "info", {}, session=http)
+            if len(info["result"]["nodes"]) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert await emulate(http, b, connect, {"id": 2, "subscribe": {"channel": "r"}}) == 204
+        assert (await lines.until(lambda m: m.get("id") == 2))["subscribe"]
+        await api_publish(b, "r", "via-b", session=http)
+        pub = (await lines.until(lambda m: "pub" in m.get("push", {})))["push"]["pub"]
+        assert pub["data"] == "via-b"
 
 
 async def test_per_transport_counters_in_info(
@@ -456,7 +392,7 @@ async def test_per_transport_counters_in_info(
     async with resp:
         assert await emulate(http, srv, connect, {"id": 2, "subscribe": {"channel": "m"}}) == 204
         await lines.until(lambda m: m.get("id") == 2)
-        info = (await api(http, srv, "info", {}))["result"]["nodes"][0]["transports"]
+        info = (await api(srv, "info", {}, session=http))["result"]["nodes"][0]["transports"]
         stream = info["http_stream"]
         assert stream["messages_received"] == 2  # the connect body and one emulation post
         assert stream["messages_sent"] >= 2 and stream["bytes_sent"] > 100

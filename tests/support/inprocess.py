@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tests.conftest import BASE_CONFIG, deep_merge
-from tests.support.raw import OP_CLOSE, OP_TEXT, client_frame
+from tests.support.raw import OP_CLOSE, OP_TEXT, client_frame, upgrade_request
+from tests.support.server import BASE_CONFIG, deep_merge
 from tidings.api.handlers import ApiHandler
 from tidings.config import config_from_dict
 from tidings.core.node import Node
@@ -165,14 +165,10 @@ async def settle(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-UPGRADE = (b"GET /connection/websocket HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-
-
 async def websocket(server: InProcessServer, token: str | None = None) -> InProcessWebSocket:
     """A WebSocket connection to ``server``; with ``token``, connected (command 1)."""
     protocol, transport = server.connect()
-    protocol.data_received(UPGRADE)
+    protocol.data_received(upgrade_request("t"))
     ws = InProcessWebSocket(protocol, transport)
     if token is not None:
         cmd_id = ws.command(connect={"token": token})

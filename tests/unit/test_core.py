@@ -4,26 +4,17 @@ process, no network), so each case runs in milliseconds."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from tests.conftest import make_token
 from tests.support.inprocess import (
     InProcessServer,
     in_process_server,
     settle,
     websocket,
 )
+from tests.support.server import make_token
 from tidings.engine.base import PublishOptions
 from tidings.protocol.kinds import Kind
 from tidings.protocol.messages import ClientInfo, Publication, Raw
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[InProcessServer]:
-    async with in_process_server() as srv:
-        yield srv
 
 
 async def publish(server: InProcessServer, channel: str, n: int) -> None:

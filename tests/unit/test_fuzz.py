@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import API_KEY, make_token
 from tests.support.inprocess import InProcessServer, in_process_server
-from tests.support.raw import client_frame
+from tests.support.raw import client_frame, upgrade_request
+from tests.support.server import API_KEY, make_token
 from tidings.errors import ProtocolError
 from tidings.protocol import codec, pbcodec, wsframe
 
@@ -214,9 +214,7 @@ def test_http_server_answers_well_formed_http(harness: Harness, parts: list[byte
 def test_command_handling_never_fails_internally(harness: Harness, frames: list[bytes],
                                                  connect_first: bool) -> None:
     protocol, transport = harness.server.connect()
-    protocol.data_received(b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\n"
-                           b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    protocol.data_received(upgrade_request("x"))
     assert transport.data().startswith(b"HTTP/1.1 101 ")
     if connect_first:
         connect = json.dumps({"id": 1, "connect": {"token": make_token("7")}}).encode()

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from tests.conftest import make_token
 from tests.support.inprocess import InProcessServer, in_process_server, settle, websocket
+from tests.support.server import make_token
 from tidings.core.hooks import (
     ClientEvent,
     ConnectingEvent,
@@ -22,12 +19,6 @@ from tidings.core.hooks import (
     SubscribingEvent,
 )
 from tidings.errors import Disconnect, ErrorCode
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[InProcessServer]:
-    async with in_process_server() as srv:
-        yield srv
 
 
 async def test_connecting_hook_gives_credentials_without_a_token(

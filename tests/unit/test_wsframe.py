@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 
 import pytest
 
+from tests.support import raw
 from tidings.protocol.wsframe import (
     MAX_FRAGMENTS,
     MAX_FRAMES_PER_FEED,
@@ -27,32 +29,8 @@ from tidings.protocol.wsframe import (
 MASK = b"\x37\xfa\x21\x3d"
 
 
-def client_frame(
-    payload: bytes,
-    opcode: int = OP_TEXT,
-    *,
-    fin: bool = True,
-    masked: bool = True,
-    rsv: int = 0,
-    mask: bytes = MASK,
-    length_bytes: int | None = None,
-) -> bytes:
-    """A client frame; ``length_bytes`` forces the 7-bit (0), 16-bit (2) or 64-bit (8) form."""
-    n = len(payload)
-    if length_bytes is None:
-        length_bytes = 0 if n < 126 else 2 if n < 65536 else 8
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if masked else 0
-    if length_bytes == 0:
-        head += bytes([mask_bit | n])
-    elif length_bytes == 2:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
-    if not masked:
-        return head + payload
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + body
+# Frames of these tests are masked with MASK unless a test says otherwise.
+client_frame = functools.partial(raw.client_frame, mask=MASK)
 
 
 def frame_error(parser: FrameParser, data: bytes) -> FrameError:

@@ -27,7 +27,6 @@ import subprocess
 import threading
 import time
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,11 +35,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TIMEOUT_FACTOR, ServerProcess, make_token
-from tests.e2e.node_modules import ensure_node_modules
+from tests.support.api import api_sync
+from tests.support.npm import NODE_DIR
+from tests.support.server import ServerFactory, ServerProcess, make_token, unique
+from tests.support.timing import TIMEOUT_FACTOR
 
 HERE = Path(__file__).parent
-NODE_DIR = HERE.parent / "node"
 RUN_PAGE = HERE / "run_page.mjs"
 CENTRIFUGE_JS = NODE_DIR / "node_modules" / "centrifuge" / "dist" / "centrifuge.js"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -50,10 +50,6 @@ PAGE_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*"]
 TRANSPORTS = ["websocket", "http_stream", "sse"]
 PAGE_TIMEOUT_S = 8.0 * TIMEOUT_FACTOR
 
-
-
-def _ensure_node_modules() -> None:
-    ensure_node_modules("centrifuge", "playwright-core")
 
 
 class _StaticHandler(BaseHTTPRequestHandler):
@@ -85,7 +81,6 @@ class _StaticHandler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def page_origin() -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a static server for the test pages."""
-    _ensure_node_modules()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _StaticHandler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1})
@@ -99,7 +94,7 @@ def page_origin() -> Iterator[str]:
 
 
 @pytest.fixture
-def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
+def srv(tidings_server: ServerFactory) -> ServerProcess:
     return tidings_server(
         {
             "http_stream": {"enabled": True},
@@ -110,25 +105,10 @@ def srv(tidings_server: Callable[..., ServerProcess]) -> ServerProcess:
     )
 
 
-def _api_publish(srv: ServerProcess, channel: str, data: Any) -> dict[str, Any]:
-    req = urllib.request.Request(
-        f"{srv.api_url}/publish",
-        data=json.dumps({"channel": channel, "data": data}).encode(),
-        headers={"X-API-Key": srv.api_key, "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=5 * TIMEOUT_FACTOR) as resp:
-        reply: dict[str, Any] = json.loads(resp.read())
-    assert "result" in reply, reply
-    result: dict[str, Any] = reply["result"]
-    return result
-
-
 class PageRun:
     """One ``run_page.mjs`` process; its stdout lines are parsed into ``events``."""
 
     def __init__(self, srv: ServerProcess, url: str, *, done: str | None = None) -> None:
-        _ensure_node_modules()
         node = shutil.which("node")
         assert node is not None, "node is required for the browser e2e tests"
         assert Path(CHROMIUM).is_file(), (
@@ -291,7 +271,7 @@ def test_centrifuge_js_in_chromium_receives_api_publication(
     page_origin: str,
     run_page: Callable[..., PageRun],
 ) -> None:
-    channel = f"browser-{uuid.uuid4().hex[:12]}"
+    channel = unique("browser")
     params = {
         "transport": transport,
         "endpoint": _endpoint(srv, transport),
@@ -309,7 +289,8 @@ def test_centrifuge_js_in_chromium_receives_api_publication(
 
     ready = run.wait_ready()
     assert ready["subscribed"]["channel"] == channel
-    published = _api_publish(srv, channel, {"text": "hello browser", "via": transport})
+    published = api_sync(srv, "publish", {"channel": channel,
+                                          "data": {"text": "hello browser", "via": transport}})
     assert published["offset"] == 1
 
     done = run.wait_done()
@@ -339,7 +320,7 @@ def test_plain_eventsource_on_uni_sse_receives_publication(
     page_origin: str,
     run_page: Callable[..., PageRun],
 ) -> None:
-    channel = f"news-{uuid.uuid4().hex[:12]}"
+    channel = unique("news")
     connect_request = {"token": make_token(USER, channels=[channel])}
     uni_url = f"{srv.http_url}/connection/uni_sse?" + urllib.parse.urlencode(
         {"cf_connect": json.dumps(connect_request)}
@@ -352,7 +333,7 @@ def test_plain_eventsource_on_uni_sse_receives_publication(
     assert str(uuid.UUID(connect["client"])) == connect["client"]
     # The token's `channels` claim subscribed the connection server-side.
     assert channel in connect.get("subs", {}), run.diag()
-    published = _api_publish(srv, channel, {"headline": "uni"})
+    published = api_sync(srv, "publish", {"channel": channel, "data": {"headline": "uni"}})
 
     done = run.wait_done()
     state = done["state"]

@@ -1,5 +1,6 @@
-"""The pinned npm packages of ``tests/e2e/node``: installed with ``npm ci`` when missing
-(``scripts/test`` already runs it; this covers running one test file directly)."""
+"""The pinned npm packages of ``tests/e2e/node`` (the Node and browser tests): installed with
+``npm ci`` when missing (``scripts/test`` already runs it; this covers running one test file
+directly)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import subprocess
 import threading
 from pathlib import Path
 
-__all__ = ["NODE_DIR", "ensure_node_modules"]
+__all__ = ["E2E_PACKAGES", "NODE_DIR", "ensure_node_modules"]
 
-NODE_DIR = Path(__file__).parent / "node"
+NODE_DIR = Path(__file__).parents[1] / "e2e" / "node"
+# What the e2e tests load: the SDK and, under Node, its WebSocket, EventSource and SockJS
+# transports; playwright-core drives Chromium for the browser tests.
+E2E_PACKAGES = ("centrifuge", "ws", "eventsource", "sockjs-client", "playwright-core")
 _lock = threading.Lock()
 
 

@@ -17,14 +17,13 @@ it from a fixture or wrap it in ``asyncio.to_thread`` if the blocking matters)::
         sentinel.sentinel_address   # "127.0.0.1:S"; sentinel.master is a RedisServer
 
 All waits are bounded and poll every ~50 ms; ``TIDINGS_TESTS_TIMEOUT_FACTOR`` scales the bounds
-for slow machines, as in ``tests/conftest.py``.
+for slow machines (tests/support/timing.py).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -39,6 +38,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support.timing import TIMEOUT_FACTOR
+
 __all__ = [
     "RedisCluster",
     "RedisProcessError",
@@ -49,7 +50,6 @@ __all__ = [
     "redis_server_path",
 ]
 
-TIMEOUT_FACTOR = float(os.environ.get("TIDINGS_TESTS_TIMEOUT_FACTOR", "1"))
 START_TIMEOUT = 10.0 * TIMEOUT_FACTOR
 STOP_TIMEOUT = 10.0 * TIMEOUT_FACTOR
 CLUSTER_TIMEOUT = 20.0 * TIMEOUT_FACTOR
@@ -155,7 +155,40 @@ def _probe_client(port: int, password: str | None = None) -> redis.Redis:
     )
 
 
-class _Process:
+def _inspection_client(port: int, password: str | None = None) -> redis.Redis:
+    """A sync client for a test's own inspection (bytes responses, the usual timeouts)."""
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        decode_responses=False,
+        socket_timeout=5.0 * TIMEOUT_FACTOR,
+        socket_connect_timeout=5.0 * TIMEOUT_FACTOR,
+    )
+
+
+class _Started:
+    """``with thing:`` starts it and stops it at the end."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Process(_Started):
     """One redis-server process: start by argv, wait for PING, stop/kill by its Popen only."""
 
     def __init__(self, workdir: Path, name: str, port: int, password: str | None) -> None:
@@ -254,14 +287,6 @@ class _Process:
             self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- internals --------------------------------------------------------------------------------
 
     def describe_failure(self, what: str) -> str:
@@ -335,14 +360,7 @@ class RedisServer(_Process):
 
     def client(self) -> redis.Redis:
         """A sync client for inspection (bytes responses); the caller closes it (or ignores it)."""
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            password=self.password,
-            decode_responses=False,
-            socket_timeout=5.0 * TIMEOUT_FACTOR,
-            socket_connect_timeout=5.0 * TIMEOUT_FACTOR,
-        )
+        return _inspection_client(self.port, self.password)
 
     def _argv(self) -> list[str]:
         argv = [
@@ -361,7 +379,7 @@ class RedisServer(_Process):
         return argv + self.extra_args
 
 
-class RedisCluster:
+class RedisCluster(_Started):
     """``masters`` cluster-enabled servers joined with ``redis-cli --cluster create``, no replicas.
 
     ``start()`` returns once every node reports ``cluster_state:ok``, all 16384 slots are
@@ -409,17 +427,6 @@ class RedisCluster:
 
     def alive(self) -> bool:
         return all(node.alive() for node in self.nodes)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _create(self) -> None:
         argv = [redis_cli_path(), "--cluster", "create"]
@@ -518,7 +525,7 @@ class _SentinelProcess(_Process):
         return [redis_server_path(), str(self.conffile), "--sentinel"]
 
 
-class RedisSentinel:
+class RedisSentinel(_Started):
     """A master ``RedisServer`` plus ONE sentinel monitoring it (quorum 1) as ``master_name``.
 
     ``start()`` returns once the sentinel reports the master's address and is connected to it
@@ -551,13 +558,7 @@ class RedisSentinel:
 
     def sentinel_client(self) -> redis.Redis:
         """A sync client connected to the sentinel (bytes responses)."""
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.sentinel_port,
-            decode_responses=False,
-            socket_timeout=5.0 * TIMEOUT_FACTOR,
-            socket_connect_timeout=5.0 * TIMEOUT_FACTOR,
-        )
+        return _inspection_client(self.sentinel_port)
 
     def alive(self) -> bool:
         return self.master.alive() and self._sentinel is not None and self._sentinel.alive()
@@ -580,17 +581,6 @@ class RedisSentinel:
         if self._sentinel is not None:
             self._sentinel.stop()
         self.master.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _query(self, *args: str) -> Any:
         with _probe_client(self.sentinel_port) as client:
