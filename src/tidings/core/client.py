@@ -19,11 +19,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 
 from tidings.core import commands, connecting, subscribing
 from tidings.core.host import ClientHost
-from tidings.core.peer import Peer, Transport
+from tidings.core.peer import Transport
 from tidings.core.shared import Shared
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Unsubscribe
@@ -52,11 +51,11 @@ class Client:
         "_pending",
         "_pending_bytes",
         "_reading_held",
-        "_schedule",
         "_shared",
         "_stats",
         "_task",
         "_turn",
+        "_writer",
         "counted",
         "emulation_session",
         "node",
@@ -77,8 +76,8 @@ class Client:
         self._dirty = False
         self._paused = False
         self._closed = False
-        # Bound once: the fan-out path calls these without attribute lookups through the node.
-        self._schedule: Callable[[Peer], None] = node.writer.schedule
+        # Held directly: the fan-out path reaches them without going through the node.
+        self._writer = node.writer
         self._stats = node.transport_stats[transport.kind]
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
@@ -118,7 +117,7 @@ class Client:
         self._pending_bytes += len(payload)
         if not self._dirty:
             self._dirty = True
-            self._schedule(self)
+            self._writer.schedule(self)
 
     def enqueue_shared(self, shared: Shared) -> None:
         """The fan-out hot path: called once per subscriber per publication. Kept flat (no
@@ -131,7 +130,7 @@ class Client:
         self._pending_bytes += len(shared.payload)
         if not self._dirty:
             self._dirty = True
-            self._schedule(self)
+            self._writer.schedule(self)
 
     def flush(self) -> None:
         """Write everything pending as one transport frame (called by the node's flush
@@ -175,7 +174,7 @@ class Client:
         self._paused = False
         if self._pending and not self._dirty:
             self._dirty = True
-            self._schedule(self)
+            self._writer.schedule(self)
 
     def reply(self, reply: Reply) -> None:
         self.enqueue(self.transport.codec.encode_reply(reply))
@@ -356,4 +355,4 @@ class ProtobufClient(Client):
         self._pending_bytes += len(payload)
         if not self._dirty:
             self._dirty = True
-            self._schedule(self)
+            self._writer.schedule(self)

@@ -79,7 +79,18 @@ class ServerState:
                 conn.deadline_passed()
 
 
+# What a connection taken over by a stream keeps instead of per-request state.
+_NO_HEADERS: dict[str, str] = {}
+_NO_BODY: list[bytes] = []
+
+
 class HttpProtocol(asyncio.Protocol):
+    # Slots: one of these lives as long as each WebSocket and stream connection (S3 memory).
+    __slots__ = ("_body", "_body_limit", "_body_size", "_head_bytes", "_header_bytes",
+                 "_headers", "_in_request", "_phase", "_queue", "_task", "_url", "_writable",
+                 "limits", "node", "parser", "sockjs_stream", "state", "stream", "transport",
+                 "ws")
+
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.node = state.node
@@ -100,7 +111,7 @@ class HttpProtocol(asyncio.Protocol):
         self._phase = _NEW
         self._writable: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._queue: collections.deque[Request] = collections.deque()
+        self._queue: collections.deque[Request] | None = None  # made by the first request
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -264,8 +275,13 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         # Pipelined requests: httptools may parse several from one read before any is served;
         # each is queued and served in order.
-        self._queue.append(req)
+        self._queued().append(req)
         self._serve_soon()
+
+    def _queued(self) -> collections.deque[Request]:
+        if self._queue is None:
+            self._queue = collections.deque()
+        return self._queue
 
     def _request(self) -> Request:
         assert self.parser is not None
@@ -284,13 +300,14 @@ class HttpProtocol(asyncio.Protocol):
         """Stop parsing; answer ``status`` after the requests already queued, then close."""
         self.parser = None
         self._in_request = False
-        self._queue.append(Request("", b"", {}, keep_alive=False, refused=(status, body)))
+        self._queued().append(Request("", b"", {}, keep_alive=False, refused=(status, body)))
         self._serve_soon()
 
     async def _serve(self) -> None:
+        queue = self._queued()
         try:
-            while self._queue and self.transport is not None:
-                req = self._queue.popleft()
+            while queue and self.transport is not None:
+                req = queue.popleft()
                 if req.refused is not None:
                     self._linger(*req.refused)
                     break
@@ -301,7 +318,7 @@ class HttpProtocol(asyncio.Protocol):
                     await self._writable  # the peer reads our answers before we read more
         finally:
             self._task = None
-            self._queue.clear()
+            queue.clear()
             self._after_serving()
 
     def _after_serving(self) -> None:
@@ -355,9 +372,10 @@ class HttpProtocol(asyncio.Protocol):
     def take_over(self) -> None:
         """A long-lived response (stream, upgrade) owns the connection from now on."""
         self.parser = None
-        self._headers = {}
+        self._headers = _NO_HEADERS
         self._url = b""
-        self._body = []
+        self._body = _NO_BODY
+        self._queue = None
         self._disarm()
 
     # ---------------------------------------------------------------- websocket upgrade
