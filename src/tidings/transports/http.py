@@ -132,6 +132,11 @@ class HttpProtocol(asyncio.Protocol):
             self.sockjs_stream.detach_stream(self.transport)
         if self._task is not None:
             self._task.cancel()
+        # Break the reference cycles (parser <-> protocol <-> transport <-> WebSocket): freed
+        # by reference counting now, not by a collector pass over every live object later.
+        self.ws = self.stream = self.sockjs_stream = None
+        self.parser = None
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
