@@ -24,8 +24,9 @@ hooks are assigned directly (``node.hooks.rpc = my_rpc``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tidings.errors import ErrorCode
 from tidings.protocol import codec
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("tidings.hooks")
+
+E = TypeVar("E", bound="ClientEvent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +124,15 @@ class Hooks:
     disconnected: list[Callable[[DisconnectedEvent], None]] = field(default_factory=list)
 
     def notify_connected(self, event: ClientEvent) -> None:
-        for observer in self.connected:
-            try:
-                observer(event)
-            except Exception:
-                log.exception("a connected observer failed")
+        _notify(self.connected, event, "connected")
 
     def notify_disconnected(self, event: DisconnectedEvent) -> None:
-        for observer in self.disconnected:
-            try:
-                observer(event)
-            except Exception:
-                log.exception("a disconnected observer failed")
+        _notify(self.disconnected, event, "disconnected")
+
+
+def _notify(observers: Sequence[Callable[[E], None]], event: E, what: str) -> None:
+    for observer in observers:
+        try:
+            observer(event)
+        except Exception:
+            log.exception("a %s observer failed", what)
