@@ -22,8 +22,6 @@ __all__ = ["ENGINES", "EngineSpec", "make_engine"]
 @dataclass(frozen=True, slots=True)
 class EngineSpec:
     make: Callable[[Config], Engine]
-    distributed: bool  # shared by many nodes (needs its own service)
-    description: str
 
 
 def _memory(config: Config) -> Engine:
@@ -40,8 +38,8 @@ def _redis(config: Config) -> Engine:
 
 
 ENGINES: dict[str, EngineSpec] = {
-    "memory": EngineSpec(_memory, False, "this process only (the default)"),
-    "redis": EngineSpec(_redis, True, "Redis or Valkey, shared by many nodes"),
+    "memory": EngineSpec(_memory),  # this process only (the default)
+    "redis": EngineSpec(_redis),  # Redis or Valkey, shared by many nodes
 }
 
 

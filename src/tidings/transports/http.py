@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from tidings.transports import routes, sockjs
-from tidings.transports.httpbase import Request, response_head
+from tidings.transports.httpbase import Answer, Request, response_head
 
 if TYPE_CHECKING:
     from tidings.api.handlers import ApiHandler
@@ -44,15 +44,6 @@ log = logging.getLogger("tidings.http")
 LINGER = 2.0  # seconds a refused request's remaining bytes are read and dropped
 # What a deadline means when it passes (see the module docstring).
 _NEW, _HEADERS, _BODY, _IDLE, _WRITE, _LINGER = range(6)
-
-
-class Refused(Exception):
-    """Raised from a parser callback: stop reading this request, answer ``status``."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
 
 
 class ServerState:
@@ -87,7 +78,8 @@ _NO_BODY: list[bytes] = []
 class HttpProtocol(asyncio.Protocol):
     # Slots: one of these lives as long as each WebSocket and stream connection (S3 memory).
     __slots__ = ("_body", "_body_limit", "_body_size", "_head_bytes", "_header_bytes",
-                 "_headers", "_in_request", "_phase", "_queue", "_task", "_url", "_writable",
+                 "_headers", "_in_request", "_phase", "_queue", "_req", "_task", "_url",
+                 "_writable",
                  "limits", "node", "parser", "sockjs_stream", "state", "stream", "transport",
                  "ws")
 
@@ -102,6 +94,7 @@ class HttpProtocol(asyncio.Protocol):
         self.sockjs_stream: sockjs.SockJSSession | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._req: Request | None = None  # the request whose headers are in
         self._header_bytes = 0
         self._head_bytes = 0  # bytes fed while a request's head is open (-1: it is complete)
         self._body: list[bytes] = []
@@ -151,15 +144,15 @@ class HttpProtocol(asyncio.Protocol):
             # httptools hands a header over only once its value is complete, keeping the
             # pieces itself: an endless header line is caught by counting what it was fed.
             if self._head_bytes > self.limits.max_header_bytes + 1024:
-                raise Refused(431, b"Request Header Fields Too Large\n")
-        except Refused as refused:
-            self._refuse(refused.status, refused.body)
+                raise Answer(431, b"Request Header Fields Too Large\n")
+        except Answer as answer:
+            self._refuse(answer.status, answer.body)
         except httptools.HttpParserUpgrade as upgrade:
             offset = int(upgrade.args[0]) if upgrade.args else len(data)
             self._upgrade(data[offset:])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, Refused):
+            if isinstance(cause, Answer):
                 self._refuse(cause.status, cause.body)
             else:
                 log.error("HTTP parser callback failed", exc_info=cause)
@@ -232,32 +225,32 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.limits.max_header_bytes:
-            raise Refused(414, b"URI Too Long\n")
+            raise Answer(414, b"URI Too Long\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         headers = self._headers
         if (self._header_bytes + len(self._url) > self.limits.max_header_bytes
                 or len(headers) >= self.limits.max_header_count):
-            raise Refused(431, b"Request Header Fields Too Large\n")
+            raise Answer(431, b"Request Header Fields Too Large\n")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
-        req = self._request()
+        req = self._req = Request(self.parser.get_method().decode("ascii", "replace"),
+                                  self._url, self._headers,
+                                  keep_alive=self.parser.should_keep_alive())
         try:
             path = req.path
         except ValueError:
-            raise Refused(400, b"Bad Request\n") from None
+            raise Answer(400, b"Bad Request\n") from None
         self._head_bytes = -1
-        refusal, self._body_limit = routes.admit(self, req, path)
-        if refusal is not None:
-            raise Refused(*refusal)
+        self._body_limit = routes.admit(self, req, path)  # raises Answer to refuse
         length = req.headers.get("content-length", "")
         if length.isdigit() and int(length) > self._body_limit:
-            raise Refused(413, b"Payload Too Large\n")
+            raise Answer(413, b"Payload Too Large\n")
         if self._task is None:
             self._arm(_BODY, self.limits.read_timeout)
             if req.headers.get("expect", "").lower() == "100-continue" and self.transport:
@@ -266,7 +259,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > self._body_limit:
-            raise Refused(413, b"Payload Too Large\n")
+            raise Answer(413, b"Payload Too Large\n")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -275,7 +268,8 @@ class HttpProtocol(asyncio.Protocol):
             return  # handled by the HttpParserUpgrade exception
         self._in_request = False
         self._head_bytes = 0
-        req = self._request()
+        req, self._req = self._req, None
+        assert req is not None
         req.body = b"".join(self._body)
         self._body = []
         # Pipelined requests: httptools may parse several from one read before any is served;
@@ -287,11 +281,6 @@ class HttpProtocol(asyncio.Protocol):
         if self._queue is None:
             self._queue = collections.deque()
         return self._queue
-
-    def _request(self) -> Request:
-        assert self.parser is not None
-        return Request(self.parser.get_method().decode("ascii", "replace"), self._url,
-                       self._headers, keep_alive=self.parser.should_keep_alive())
 
     # ---------------------------------------------------------------- serving
 
@@ -387,7 +376,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _upgrade(self, rest: bytes) -> None:
         self._in_request = False
-        req = self._request()
+        req, self._req = self._req, None
+        assert req is not None  # httptools completes the headers before it upgrades
         if self._task is not None or self._queue:
             self._refuse(400, b"Pipelined WebSocket upgrade\n")
             return

@@ -36,8 +36,6 @@ __all__ = ["EXACT", "PREFIXES", "Route", "admit", "serve", "upgrade"]
 
 log = logging.getLogger("tidings.http")
 
-Refusal = tuple[int, bytes]
-_SUBPROTOCOLS = ("centrifuge-json",)
 
 
 class EmulationRequest(msgspec.Struct):
@@ -52,7 +50,7 @@ class EmulationRequest(msgspec.Struct):
 class Route:
     serve: Callable[[HttpProtocol, Request], Awaitable[None]]
     body_limit: Callable[[Config], int] = lambda config: 0
-    check: Callable[[HttpProtocol, Request], Refusal | None] | None = None
+    check: Callable[[HttpProtocol, Request], None] | None = None  # raises Answer to refuse
 
 
 # ---------------------------------------------------------------- entry points
@@ -65,14 +63,16 @@ def find(path: str) -> Route | None:
     return route
 
 
-def admit(conn: HttpProtocol, req: Request, path: str) -> tuple[Refusal | None, int]:
-    """At the end of the headers: a refusal (or None) and the body limit."""
+def admit(conn: HttpProtocol, req: Request, path: str) -> int:
+    """At the end of the headers: the body limit; raises Answer to refuse the request."""
     route = find(path)
     if route is None:
-        length = req.headers.get("content-length", "0")
-        return ((404, b"Not Found\n") if length not in ("", "0") else None), 0
-    refusal = route.check(conn, req) if route.check is not None else None
-    return refusal, route.body_limit(conn.node.config)
+        if req.headers.get("content-length", "0") not in ("", "0"):
+            raise Answer(404, b"Not Found\n")
+        return 0
+    if route.check is not None:
+        route.check(conn, req)
+    return route.body_limit(conn.node.config)
 
 
 async def serve(conn: HttpProtocol, req: Request) -> None:
@@ -105,16 +105,15 @@ async def health(conn: HttpProtocol, req: Request) -> None:
     conn.respond(200, b"{}", content_type="application/json", keep_alive=req.keep_alive)
 
 
-def api_check(conn: HttpProtocol, req: Request) -> Refusal | None:
+def api_check(conn: HttpProtocol, req: Request) -> None:
     """Before the body is read: the API must be on, the method POST, the key right."""
     cfg = conn.node.config.http_api
     if cfg.disabled:
-        return 404, b"Not Found\n"
+        raise Answer(404, b"Not Found\n")
     if req.method != "POST":
-        return 405, b"Method Not Allowed\n"
+        raise Answer(405, b"Method Not Allowed\n")
     if not cfg.insecure and not conn.state.api.authorized(req.headers, req.query()):
-        return 401, b""
-    return None
+        raise Answer(401)
 
 
 async def api(conn: HttpProtocol, req: Request) -> None:
