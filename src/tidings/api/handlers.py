@@ -6,8 +6,6 @@ the same ``{"result": ...}`` / ``{"error": ...}`` object the HTTP endpoint would
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +18,7 @@ from tidings.core.actions import (
     RefreshAction,
     SubscribeAction,
     UnsubscribeAction,
+    b64decode,
 )
 from tidings.core.node import Node
 from tidings.engine.base import EngineError
@@ -115,19 +114,12 @@ _LEGACY_METHODS = (
 _TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
 
 
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ErrorCode.BAD_REQUEST from None
-
-
 def _payload(data: Raw, b64data: str) -> tuple[bytes, bool]:
     """The publication payload and whether it is binary: raw JSON, or base64 (binary when it
     does not hold JSON)."""
     raw = bytes(data)
     if not raw and b64data:
-        raw = _b64(b64data)
+        raw = b64decode(b64data)
         if not codec.is_json(raw):
             return raw, True
     return codec.strip_newlines(raw), False

@@ -34,6 +34,7 @@ __all__ = [
     "RefreshAction",
     "SubscribeAction",
     "UnsubscribeAction",
+    "b64decode",
 ]
 
 log = logging.getLogger("tidings.actions")
@@ -64,8 +65,8 @@ class SubscribeAction(_Action):
         super().check()
         if not self.channel:
             raise ErrorCode.BAD_REQUEST
-        _b64(self.b64info)
-        _b64(self.b64data)
+        b64decode(self.b64info)
+        b64decode(self.b64data)
 
 
 class UnsubscribeAction(_Action):
@@ -100,7 +101,8 @@ def _decode(params: dict[str, Any], kind: type[A]) -> A:
     return msgspec.json.decode(_json.encode(params), type=kind)
 
 
-def _b64(text: str) -> bytes:
+def b64decode(text: str) -> bytes:
+    """Base64 from an API request (``b64data``, ``b64info``); b"" for none, 107 if invalid."""
     if not text:
         return b""
     try:
@@ -164,8 +166,8 @@ class Actions:
     async def _apply_subscribe(self, params: dict[str, Any]) -> None:
         action = _decode(params, SubscribeAction)
         opts = self.node.rules.options(action.channel)
-        info = bytes(action.info) or _b64(action.b64info)
-        data = bytes(action.data) or _b64(action.b64data)
+        info = bytes(action.info) or b64decode(action.b64info)
+        data = bytes(action.data) or b64decode(action.b64data)
         since = action.recover_since
         request = SubscribeRequest(channel=action.channel)
         if since is not None:

@@ -39,7 +39,7 @@ from tidings.core.peer import Peer, Transport
 from tidings.core.registry import Registry
 from tidings.core.timers import Timers
 from tidings.core.writer import Writer
-from tidings.engine.base import Engine
+from tidings.engine.base import Engine, EngineError
 from tidings.engine.memory import MemoryEngine
 from tidings.errors import Disconnect, ReplyError
 from tidings.protocol.channels import ChannelRules
@@ -176,7 +176,7 @@ class Node:
     async def _uncount(self, client: Peer) -> None:
         try:
             await self.engine.remove_user_connection(client.user, client.client_id)
-        except Exception as exc:  # the entry expires by itself (engine.presence_ttl)
+        except EngineError as exc:  # the entry expires by itself (engine.presence_ttl)
             log.warning("connection of %s not uncounted for user %r: %s", client.client_id,
                         client.user, exc)
 
