@@ -36,6 +36,7 @@ from tidings.protocol.messages import (
     SubRefreshRequest,
     SubRefreshResult,
 )
+from tidings.protocol.ratelimit import COMMANDS
 
 __all__ = ["HANDLERS", "dispatch"]
 
@@ -177,6 +178,5 @@ HANDLERS: dict[str, Handler] = {
     "rpc": rpc,
     "ping": ping,
 }
-# Commands the operation rate limits apply to (client.rate_limit).
-LIMITED = frozenset(("subscribe", "unsubscribe", "publish", "history", "presence",
-                     "presence_stats", "refresh", "sub_refresh", "rpc"))
+# Commands the operation rate limits apply to (client.rate_limit; connect is limited apart).
+LIMITED = frozenset(COMMANDS) - {"connect"}
