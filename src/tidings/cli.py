@@ -13,6 +13,7 @@ from typing import Any
 
 from tidings import __version__
 from tidings.config import ConfigError, load_config
+from tidings.config.validate import require_hook_endpoints
 
 __all__ = ["main"]
 
@@ -37,6 +38,10 @@ def _load(args: argparse.Namespace) -> Any:
     if getattr(args, "log_level", None):
         overrides["log_level"] = args.log_level
     config, warnings = load_config(args.config, overrides=overrides or None)
+    require_hook_endpoints(config)  # no hooks are set in code here
+    from tidings.core.hooks import Hooks
+
+    Hooks(config)  # python: hook endpoints must import (ConfigError)
     return config, warnings
 
 

@@ -92,6 +92,7 @@ class Disconnect(Exception):
     def __str__(self) -> str:
         return f"disconnect {self.code}: {self.reason}"
 
+    CONNECTION_CLOSED: ClassVar[_Fresh[Disconnect]]
     SHUTDOWN: ClassVar[_Fresh[Disconnect]]
     INTERNAL: ClassVar[_Fresh[Disconnect]]
     EXPIRED: ClassVar[_Fresh[Disconnect]]
@@ -115,6 +116,7 @@ class Disconnect(Exception):
     MESSAGE_SIZE_LIMIT: ClassVar[_Fresh[Disconnect]]
 
 
+Disconnect.CONNECTION_CLOSED = _disconnect(3000, "connection closed")  # it went meanwhile
 Disconnect.SHUTDOWN = _disconnect(3001, "shutdown")
 Disconnect.INTERNAL = _disconnect(3004, "internal server error")
 Disconnect.EXPIRED = _disconnect(3005, "connection expired")

@@ -165,10 +165,13 @@ async def settle(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-async def websocket(server: InProcessServer, token: str | None = None) -> InProcessWebSocket:
-    """A WebSocket connection to ``server``; with ``token``, connected (command 1)."""
+async def websocket(server: InProcessServer, token: str | None = None,
+                    headers: dict[str, str] | None = None) -> InProcessWebSocket:
+    """A WebSocket connection to ``server`` (``headers``: more handshake headers); with
+    ``token``, connected (command 1)."""
     protocol, transport = server.connect()
-    protocol.data_received(upgrade_request("t"))
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    protocol.data_received(upgrade_request("t", extra_headers=extra))
     ws = InProcessWebSocket(protocol, transport)
     if token is not None:
         cmd_id = ws.command(connect={"token": token})

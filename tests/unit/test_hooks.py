@@ -1,132 +1,162 @@
-"""The event seam (``tidings.core.hooks``): each hook observes or answers, in process."""
+"""Backend hooks in process: set in code (``node.hooks.set``), gated by the config as
+Centrifugo's proxies are, plain and ``async`` functions, and what a broken hook costs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
+from typing import Any
 
 from tests.support.inprocess import InProcessServer, in_process_server, settle, websocket
 from tests.support.server import make_token
-from tidings.core.hooks import (
-    ClientEvent,
-    ConnectingEvent,
-    Credentials,
-    DisconnectedEvent,
-    PublishingEvent,
-    RefreshingEvent,
-    RpcEvent,
-    SubscribeAnswer,
-    SubscribingEvent,
+from tests.support.timing import eventually
+from tidings.core.hooks import ClientEvent, DisconnectedEvent
+from tidings.hooks import (
+    ConnectRequest,
+    ConnectResult,
+    HookDisconnect,
+    HookError,
+    PublishRequest,
+    PublishResult,
+    RefreshRequest,
+    RefreshResult,
+    RPCRequest,
+    RPCResult,
+    SubscribeRequest,
+    SubscribeResult,
 )
-from tidings.errors import Disconnect, ErrorCode
+
+HOOKED = {"channel": {"namespaces": [
+    {"name": "hooked", "subscribe_proxy_enabled": True, "publish_proxy_enabled": True}]},
+    "rpc": {"without_namespace": {"proxy_enabled": True}},
+    "client": {"ping_interval": "0s", "expired_close_delay": "0s"}}
 
 
-async def test_connecting_hook_gives_credentials_without_a_token(
-    server: InProcessServer,
-) -> None:
-    seen: list[ConnectingEvent] = []
+async def test_connect_hook_reads_headers_and_a_token_still_wins(
+        server: InProcessServer) -> None:
+    seen: list[ConnectRequest] = []
 
-    async def connecting(event: ConnectingEvent) -> Credentials | None:
-        seen.append(event)
-        return Credentials(user="from-cookie", channels=["news"])
+    async def connect(req: ConnectRequest) -> ConnectResult:
+        seen.append(req)
+        return ConnectResult(user=req.headers["cookie"].removeprefix("user="),
+                             channels=["news"], data={"hi": req.data["n"]})
 
-    server.node.hooks.connecting = connecting
-    ws = await websocket(server)
-    cmd_id = ws.command(connect={"data": {"session": "abc"}, "name": "js"})
+    server.node.hooks.set("connect", connect)
+    ws = await websocket(server, headers={"Cookie": "user=ann", "X-Other": "no"})
+    cmd_id = ws.command(connect={"data": {"n": 1}, "name": "js"})
     await settle()
     result = ws.reply(cmd_id)["connect"]
-    assert "news" in result["subs"]
-    assert json.loads(seen[0].data or b"") == {"session": "abc"} and seen[0].name == "js"
-    assert server.node.registry.users.get("from-cookie")
-    token_ws = await websocket(server, make_token("42"))  # a token wins: no hook call
+    assert result["data"] == {"hi": 1} and "news" in result["subs"]
+    assert server.node.registry.users.get("ann")
+    req = seen[0]
+    assert (req.name, req.transport, req.protocol, req.encoding) == (
+        "js", "websocket", "json", "json")
+    assert req.headers == {"cookie": "user=ann"}  # only the allowed ones are forwarded
+    await websocket(server, make_token("42"))  # a token: the hook is not asked
     assert len(seen) == 1 and server.node.registry.users.get("42")
-    assert token_ws.close_code() is None
 
 
-async def test_connecting_hook_can_refuse(server: InProcessServer) -> None:
-    async def connecting(event: ConnectingEvent) -> Credentials | None:
-        raise Disconnect.PERMISSION_DENIED
+async def test_a_plain_function_runs_in_a_thread(server: InProcessServer) -> None:
+    threads: list[str] = []
 
-    server.node.hooks.connecting = connecting
+    def connect(req: ConnectRequest) -> ConnectResult:
+        threads.append(threading.current_thread().name)
+        return ConnectResult(user="sync")
+
+    server.node.hooks.set("connect", connect)
     ws = await websocket(server)
-    ws.command(connect={})
-    await settle()
-    assert ws.close_code() == 3507
+    cmd_id = ws.command(connect={})
+    assert await eventually(lambda: any(m.get("id") == cmd_id for m in ws.messages()))
+    assert "connect" in ws.reply(cmd_id)
+    assert threads and threads[0] != threading.main_thread().name
 
 
-async def test_subscribing_hook_refuses_or_enriches(server: InProcessServer) -> None:
-    async def subscribing(event: SubscribingEvent) -> SubscribeAnswer | None:
-        if event.channel == "closed":
-            raise ErrorCode.PERMISSION_DENIED
-        return SubscribeAnswer(data=b'{"welcome":"%s"}' % event.user.encode())
+async def test_refusals_and_broken_hooks(server: InProcessServer) -> None:
+    def connect(req: ConnectRequest) -> Any:
+        mode = req.data["mode"]
+        if mode == "error":
+            raise HookError(4001, "go away", temporary=True)
+        if mode == "disconnect":
+            raise HookDisconnect(4501, "no")
+        if mode == "wrong":
+            return {"user": "a dict is not a result"}
+        raise KeyError("a bug")
 
-    server.node.hooks.subscribing = subscribing
-    ws = await websocket(server, make_token("7"))
-    refused = ws.command(subscribe={"channel": "closed"})
-    allowed = ws.command(subscribe={"channel": "open"})
-    await settle()
-    assert ws.reply(refused)["error"]["code"] == 103
-    assert ws.reply(allowed)["subscribe"]["data"] == {"welcome": "7"}
-
-
-async def test_publishing_hook_rewrites_or_refuses(server: InProcessServer) -> None:
-    async def publishing(event: PublishingEvent) -> bytes | None:
-        data = json.loads(event.data)
-        if data["text"] == "spam":
-            raise ErrorCode.PERMISSION_DENIED
-        if data["text"] == "broken":
-            return b'{"not json'  # a hook's bug: the client gets 100, nothing is published
-        return json.dumps({**data, "checked": True}).encode()
-
-    server.node.hooks.publishing = publishing
-    ws = await websocket(server, make_token("7"))
-    ws.command(subscribe={"channel": "chat"})
-    await settle()
-    ok = ws.command(publish={"channel": "chat", "data": {"text": "hi"}})
-    bad = ws.command(publish={"channel": "chat", "data": {"text": "spam"}})
-    broken = ws.command(publish={"channel": "chat", "data": {"text": "broken"}})
-    await settle()
-    assert "publish" in ws.reply(ok) and ws.reply(bad)["error"]["code"] == 103
-    assert ws.reply(broken)["error"]["code"] == 100
-    pubs = [p["pub"]["data"] for p in ws.pushes() if "pub" in p]
-    assert pubs == [{"text": "hi", "checked": True}]
+    server.node.hooks.set("connect", connect)
+    answers: dict[str, Any] = {}
+    for mode in ("error", "disconnect", "wrong", "bug"):
+        ws = await websocket(server)
+        cmd_id = ws.command(connect={"data": {"mode": mode}})
+        assert await eventually(lambda: ws.close_code() is not None or any(  # noqa: B023
+            m.get("id") == cmd_id for m in ws.messages()))  # noqa: B023
+        answers[mode] = ws.close_code() or ws.reply(cmd_id)["error"]
+    assert answers == {
+        "error": {"code": 4001, "message": "go away", "temporary": True},
+        "disconnect": 4501,
+        "wrong": {"code": 100, "message": "internal server error", "temporary": True},
+        "bug": {"code": 100, "message": "internal server error", "temporary": True},
+    }
 
 
-async def test_rpc_hook_answers_and_without_it_108(server: InProcessServer) -> None:
-    ws = await websocket(server, make_token("7"))
-    before = ws.command(rpc={"method": "sum", "data": [1, 2]})
-    await settle()
-    assert ws.reply(before)["error"]["code"] == 108
+async def test_channel_hooks_apply_where_the_namespace_enables_them() -> None:
+    async with in_process_server(HOOKED) as srv:
+        asked: list[str] = []
 
-    async def rpc(event: RpcEvent) -> bytes:
-        if event.method != "sum":
-            raise ErrorCode.METHOD_NOT_FOUND
-        return b'{"sum":3,"user":"%s"}' % event.user.encode()
+        async def subscribe(req: SubscribeRequest) -> SubscribeResult:
+            asked.append(req.channel)
+            return SubscribeResult(data={"ok": req.user})
 
-    server.node.hooks.rpc = rpc
-    ok = ws.command(rpc={"method": "sum", "data": [1, 2]})
-    unknown = ws.command(rpc={"method": "nope"})
-    await settle()
-    assert ws.reply(ok)["rpc"]["data"] == {"sum": 3, "user": "7"}
-    assert ws.reply(unknown)["error"]["code"] == 104
+        async def publish(req: PublishRequest) -> PublishResult:
+            return PublishResult(data={**req.data, "checked": True})
+
+        srv.node.hooks.set("subscribe", subscribe)
+        srv.node.hooks.set("publish", publish)
+        ws = await websocket(srv, make_token("7"))
+        hooked = ws.command(subscribe={"channel": "hooked:a"})
+        plain = ws.command(subscribe={"channel": "plain"})  # the namespace's own rules
+        await settle()
+        assert ws.reply(hooked)["subscribe"]["data"] == {"ok": "7"}
+        assert "subscribe" in ws.reply(plain) and asked == ["hooked:a"]
+        ws.command(publish={"channel": "hooked:a", "data": {"text": "hi"}})
+        await settle()
+        pubs = [p["pub"]["data"] for p in ws.pushes() if "pub" in p]
+        assert pubs == [{"text": "hi", "checked": True}]
 
 
-async def test_refreshing_hook_extends_an_expiring_connection() -> None:
-    async with in_process_server({"client": {"ping_interval": "0s",
-                                             "expired_close_delay": "0s"}}) as srv:
+async def test_rpc_needs_a_hook_where_the_config_enables_it() -> None:
+    async with in_process_server(HOOKED) as srv:
+        ws = await websocket(srv, make_token("7"))
+
+        async def rpc(req: RPCRequest) -> RPCResult:
+            return RPCResult(data={"method": req.method, "user": req.user})
+
+        srv.node.hooks.set("rpc", rpc)
+        ok = ws.command(rpc={"method": "sum", "data": [1, 2]})
+        other_ns = ws.command(rpc={"method": "ns:sum"})  # no such RPC namespace
+        await settle()
+        assert ws.reply(ok)["rpc"]["data"] == {"method": "sum", "user": "7"}
+        assert ws.reply(other_ns)["error"]["code"] == 104
+
+
+async def test_refresh_hook_at_expiry() -> None:
+    async with in_process_server(HOOKED) as srv:
         now = time.time()
-        calls: list[RefreshingEvent] = []
+        calls: list[RefreshRequest] = []
 
-        async def refreshing(event: RefreshingEvent) -> int | None:
-            calls.append(event)
-            return int(now) + 120 if len(calls) == 1 else None
+        async def refresh(req: RefreshRequest) -> RefreshResult:
+            calls.append(req)
+            if len(calls) == 1:
+                return RefreshResult(expire_at=int(now) + 120, info={"n": 1})
+            return RefreshResult(expired=True)
 
-        srv.node.hooks.refreshing = refreshing
+        srv.node.hooks.set("refresh", refresh)
         ws = await websocket(srv, make_token("7", exp=int(now) + 30))
         srv.node.timers.tick(1, now + 31)
         await settle()
-        assert ws.close_code() is None and calls[0].expires_at == int(now) + 30
-        srv.node.timers.tick(2, now + 121)  # the hook declines the second time
+        assert ws.close_code() is None and calls[0].user == "7"
+        srv.node.timers.tick(2, now + 121)
         await settle()
         assert ws.close_code() == 3005
 
@@ -146,3 +176,49 @@ async def test_connected_and_disconnected_observers(server: InProcessServer) -> 
     await settle()
     assert [e.user for e in connected] == ["7"]
     assert [(e.user, e.code) for e in disconnected] == [("7", 3501)]
+    assert json.dumps([e.client for e in connected])
+
+
+async def test_a_failed_refresh_keeps_the_connection_and_asks_again() -> None:
+    async with in_process_server(HOOKED) as srv:
+        now = time.time()
+        calls: list[float] = []
+
+        async def refresh(req: RefreshRequest) -> RefreshResult:
+            calls.append(time.time())
+            if len(calls) == 1:
+                raise RuntimeError("the backend is down")
+            return RefreshResult(expire_at=int(now) + 600)
+
+        srv.node.hooks.set("refresh", refresh)
+        ws = await websocket(srv, make_token("7", exp=int(now) + 30))
+        srv.node.timers.tick(1, now + 31)
+        await settle()
+        assert len(calls) == 1 and ws.close_code() is None
+        srv.node.timers.tick(2, now + 60)  # not yet: the retry is RETRY (60 s) later
+        await settle()
+        assert len(calls) == 1
+        srv.node.timers.tick(3, time.time() + 61)
+        await settle()
+        assert len(calls) == 2 and ws.close_code() is None
+        assert srv.node.registry.find(user="7")  # still there
+
+
+async def test_a_client_gone_during_the_hook_leaves_nothing_behind(
+        server: InProcessServer) -> None:
+    release = asyncio.Event()
+
+    async def connect(req: ConnectRequest) -> ConnectResult:
+        await release.wait()
+        return ConnectResult(user="late", channels=["news"])
+
+    server.node.hooks.set("connect", connect, timeout=30)
+    ws = await websocket(server)
+    ws.command(connect={})
+    await settle()
+    ws.protocol.connection_lost(None)  # the peer goes while the hook is in flight
+    await settle()
+    release.set()
+    await settle(20)
+    assert not server.node.registry.users and not server.node.registry.find(user="late")
+    assert not server.node.channels.hub.channels

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
+from tidings.config.proxyschema import (
+    ChannelProxyConfig,
+    ClientProxyConfig,
+    NamedProxy,
+    RpcConfig,
+    UniDisconnectConfig,
+)
+
 __all__ = [
     "ChannelConfig",
     "ChannelOptions",
@@ -60,6 +68,15 @@ class ChannelOptions(_Base):
     allow_user_limited_channels: bool = False
     channel_regex: str = ""
     publication_data_format: str = ""
+    # Backend hooks (PROXY.md §2.3): "default" is channel.proxy.<hook>, else a proxies[] name.
+    subscribe_proxy_enabled: bool = False
+    subscribe_proxy_name: str = "default"
+    publish_proxy_enabled: bool = False
+    publish_proxy_name: str = "default"
+    sub_refresh_proxy_enabled: bool = False
+    sub_refresh_proxy_name: str = "default"
+    subscribe_stream_proxy_enabled: bool = False
+    subscribe_stream_proxy_name: str = "default"
 
     @property
     def history_enabled(self) -> bool:
@@ -79,6 +96,7 @@ class ChannelConfig(_Base):
     user_boundary: str = "#"
     user_separator: str = ","
     history_meta_ttl: float = 720 * 3600.0
+    proxy: ChannelProxyConfig = msgspec.field(default_factory=ChannelProxyConfig)
 
 
 class TokenConfig(_Base):
@@ -195,6 +213,10 @@ class ClientConfig(_Base):
     connect_include_server_time: bool = False
     connection_rate_limit: int = 0  # new connections per second on this node (0: unlimited)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    proxy: ClientProxyConfig = msgspec.field(default_factory=ClientProxyConfig)
+    connect_code_to_unidirectional_disconnect: UniDisconnectConfig = msgspec.field(
+        default_factory=UniDisconnectConfig
+    )
 
 
 class HttpServerConfig(_Base):
@@ -318,4 +340,6 @@ class Config(_Base):
     )
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
+    proxies: list[NamedProxy] = msgspec.field(default_factory=list)
+    rpc: RpcConfig = msgspec.field(default_factory=RpcConfig)
     log_level: str = "info"

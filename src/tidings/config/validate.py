@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from tidings.config.proxyschema import ProxyConfig
 from tidings.config.schema import (
     ChannelOptions,
     CommandRateLimit,
@@ -14,7 +15,7 @@ from tidings.config.schema import (
 )
 from tidings.engine import ENGINES
 
-__all__ = ["lint", "validate"]
+__all__ = ["lint", "require_hook_endpoints", "validate"]
 
 _NAMESPACE_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]{2,}$")
 
@@ -117,6 +118,7 @@ def validate(config: Config) -> None:
         raise ConfigError("'websocket.message_size_limit' must be positive")
     _validate_http(config)
     _validate_rate_limits(config)
+    _validate_proxies(config)
     if config.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "none"):
         raise ConfigError(f"invalid value for 'log_level': {config.log_level!r}")
 
@@ -163,6 +165,101 @@ def _validate_http(config: Config) -> None:
                           "not be negative")
     if config.emulation.max_request_body_size <= 0:
         raise ConfigError("'emulation.max_request_body_size' must be positive")
+
+
+_PROXY_NAME_RE = re.compile(r"^[-a-zA-Z0-9_.]{2,}$")
+_HOOK_SWITCHES = ("subscribe", "publish", "sub_refresh")
+
+
+def _validate_proxy(proxy: ProxyConfig, where: str) -> None:
+    if not proxy.endpoint:
+        raise ConfigError(f"'{where}.endpoint' is required")
+    if not proxy.endpoint.startswith(("http://", "https://", "python:")):
+        raise ConfigError(f"invalid value for '{where}.endpoint': {proxy.endpoint!r}: gRPC "
+                          "proxies are not supported; use http(s):// or python:module:function")
+    if proxy.timeout <= 0:
+        raise ConfigError(f"'{where}.timeout' must be positive")
+    for i, tr in enumerate(proxy.http.status_to_code_transforms):
+        key = f"{where}.http.status_to_code_transforms[{i}]"
+        if tr.status_code <= 0:
+            raise ConfigError(f"'{key}.status_code' is required")
+        if (tr.to_error.code > 0) == (tr.to_disconnect.code > 0):
+            raise ConfigError(f"'{key}': set exactly one of to_error.code and "
+                              "to_disconnect.code")
+        text = tr.to_error.message + tr.to_disconnect.reason
+        if not text.isascii() or len(tr.to_error.message) > 123 or len(
+                tr.to_disconnect.reason) > 123:
+            raise ConfigError(f"'{key}': message and reason must be ASCII, 123 bytes at most")
+
+
+def _validate_proxies(config: Config) -> None:
+    """Centrifugo's start-up checks (PROXY.md §2.4)."""
+    names: set[str] = set()
+    for i, named in enumerate(config.proxies):
+        where = f"proxies[{i}]"
+        if not _PROXY_NAME_RE.fullmatch(named.name) or named.name == "default":
+            raise ConfigError(f"invalid value for '{where}.name': {named.name!r} must match "
+                              f"{_PROXY_NAME_RE.pattern} and not be 'default'")
+        if named.name in names:
+            raise ConfigError(f"duplicate proxy name {named.name!r} in 'proxies'")
+        names.add(named.name)
+        _validate_proxy(named, where)
+    for hook in ("connect", "refresh"):
+        proxy = getattr(config.client.proxy, hook)
+        if proxy.enabled and proxy.endpoint:
+            _validate_proxy(proxy, f"client.proxy.{hook}")
+    _validate_hook_switches(config, names)
+
+
+def _validate_hook_switches(config: Config, names: set[str]) -> None:
+    """Each namespace's hook switches name a proxy that exists (PROXY.md §2.3)."""
+    spaces: list[tuple[str, ChannelOptions]] = [
+        ("channel.without_namespace", config.channel.without_namespace)]
+    spaces += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(config.channel.namespaces)]
+    for where, opts in spaces:
+        if opts.subscribe_stream_proxy_enabled:
+            raise ConfigError(f"'{where}.subscribe_stream_proxy_enabled': subscription "
+                              "streams (gRPC only) are not supported")
+        for hook in _HOOK_SWITCHES:
+            if getattr(opts, f"{hook}_proxy_enabled"):
+                _check_proxy_name(config, names, getattr(opts, f"{hook}_proxy_name"),
+                                  f"{where}.{hook}_proxy_name",
+                                  getattr(config.channel.proxy, hook), f"channel.proxy.{hook}")
+    rpc = config.rpc
+    rpc_spaces = [("rpc.without_namespace", rpc.without_namespace)]
+    rpc_spaces += [(f"rpc.namespaces[{i}]", ns) for i, ns in enumerate(rpc.namespaces)]
+    for where, rpc_opts in rpc_spaces:
+        if rpc_opts.proxy_enabled:
+            _check_proxy_name(config, names, rpc_opts.proxy_name, f"{where}.proxy_name",
+                              rpc.proxy, "rpc.proxy")
+
+
+def _check_proxy_name(config: Config, names: set[str], name: str, where: str,
+                      default: ProxyConfig, default_where: str) -> None:
+    if name == "default":
+        if default.endpoint:  # empty: a hook set in code (require_hook_endpoints)
+            _validate_proxy(default, default_where)
+    elif name not in names:
+        raise ConfigError(f"'{where}' names an unknown proxy {name!r} (not in 'proxies')")
+
+
+def require_hook_endpoints(config: Config) -> None:
+    """A server started from a config file has no hooks set in code: every enabled hook needs
+    its endpoint (Centrifugo's start-up check). Embedding code sets hooks instead."""
+    spaces = [config.channel.without_namespace, *config.channel.namespaces]
+    rpc_spaces = [config.rpc.without_namespace, *config.rpc.namespaces]
+    wanted: list[tuple[str, ProxyConfig, bool]] = [
+        (f"client.proxy.{hook}", getattr(config.client.proxy, hook),
+         getattr(config.client.proxy, hook).enabled) for hook in ("connect", "refresh")]
+    wanted += [(f"channel.proxy.{hook}", getattr(config.channel.proxy, hook),
+                any(getattr(o, f"{hook}_proxy_enabled")
+                    and getattr(o, f"{hook}_proxy_name") == "default" for o in spaces))
+               for hook in _HOOK_SWITCHES]
+    wanted.append(("rpc.proxy", config.rpc.proxy,
+                   any(o.proxy_enabled and o.proxy_name == "default" for o in rpc_spaces)))
+    for where, proxy, needed in wanted:
+        if needed and not proxy.endpoint:
+            raise ConfigError(f"'{where}.endpoint' is required: a hook is enabled for it")
 
 
 def lint(config: Config) -> list[str]:

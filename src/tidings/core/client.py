@@ -30,6 +30,7 @@ from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Uns
 from tidings.protocol.messages import Command, Error, Reply
 from tidings.protocol.ratelimit import RateState
 from tidings.protocol.session import State, SubscribeDecision
+from tidings.proxy import HookState
 
 __all__ = ["Client", "Transport"]
 
@@ -95,6 +96,7 @@ class Client:
         "_writer",
         "counted",
         "emulation_session",
+        "hook_state",
         "node",
         "protobuf",
         "rates",
@@ -107,6 +109,7 @@ class Client:
         self.transport = transport
         self.protobuf = transport.codec.PROTOBUF
         self.session = node.new_session()
+        self.hook_state: HookState | None = None  # forwarded headers, meta (backend hooks)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._shared: Shared | None = None

@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tidings import __version__
-from tidings.core import connecting, subscribing
-from tidings.core.hooks import PublishingEvent, RpcEvent, checked_json
+from tidings.core import connecting, proxied, subscribing
 from tidings.core.host import Connection
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol import codec
@@ -74,14 +73,13 @@ async def publish(client: Connection, cmd_id: int, req: PublishRequest, now: flo
     data = bytes(req.data)
     session = client.session
     opts = session.need_publish_access(channel, data)
-    hook = client.node.hooks.publishing
-    if hook is not None:
-        replaced = await hook(PublishingEvent(client=client.client_id, user=client.user,
-                                              transport=client.transport.name,
-                                              channel=channel, data=data))
-        if replaced is not None:
-            data = replaced if opts.publication_data_format == "binary" else checked_json(
-                replaced, "publishing")
+    published = proxied.Published(data)
+    if opts.publish_proxy_enabled:
+        caller = client.node.hooks.needed("publish", opts.publish_proxy_name)
+        published = await proxied.publish(client, caller, channel, data)
+        data = published.data
+        if opts.publication_data_format != "binary" and not codec.is_json(data):
+            raise ErrorCode.INTERNAL  # the hook gave b64data that is not JSON here
     if opts.publication_data_format == "binary":
         payload = Raw(data)
     else:
@@ -91,7 +89,11 @@ async def publish(client: Connection, cmd_id: int, req: PublishRequest, now: flo
         payload = codec.raw(data)
     sub = session.subs.get(channel)
     info = session.client_info(sub.chan_info if sub is not None else None)
-    await client.node.channels.publish(channel, Publication(data=payload, info=info), opts)
+    pub = Publication(data=payload, info=info, tags=published.tags or None)
+    await client.node.channels.publish(channel, pub, opts,
+                                       skip_history=published.skip_history,
+                                       idempotency_key=published.idempotency_key,
+                                       delta=published.delta)
     client.reply(Reply(id=cmd_id, publish=EmptyResult()))
 
 
@@ -118,6 +120,8 @@ async def history(client: Connection, cmd_id: int, req: HistoryRequest, now: flo
 
 
 async def refresh(client: Connection, cmd_id: int, req: RefreshRequest, now: float) -> None:
+    if client.node.hooks.refresh is not None:
+        raise Disconnect.BAD_REQUEST  # server-side refresh expected (the refresh hook)
     expires_at = client.session.refresh(req.token, now)
     result = RefreshResult(client=client.client_id, version=__version__)
     if expires_at:
@@ -139,14 +143,20 @@ async def sub_refresh(client: Connection, cmd_id: int, req: SubRefreshRequest,
 
 
 async def rpc(client: Connection, cmd_id: int, req: RpcRequest, now: float) -> None:
-    hook = client.node.hooks.rpc
-    if hook is None:
-        raise ErrorCode.NOT_AVAILABLE  # no handler: 108, as Centrifugo without an RPC proxy
-    data = await hook(RpcEvent(client=client.client_id, user=client.user,
-                               transport=client.transport.name, method=req.method,
-                               data=bytes(req.data)))
-    result = codec.raw(checked_json(data, "rpc")) if data else None
+    caller = client.node.hooks.for_rpc(req.method)  # 108 without an RPC hook, 104 ...
+    data = None
+    if caller is not None:  # None: the ping method, answered here
+        data = await proxied.rpc(client, caller, req.method, bytes(req.data))
+    result = None
+    if data:
+        result = Raw(data) if client.protobuf else codec.raw(_json(data))
     client.reply(Reply(id=cmd_id, rpc=RpcResult(data=result)))
+
+
+def _json(data: bytes) -> bytes:
+    if not codec.is_json(data):  # b64data that is not JSON, for a JSON client
+        raise ErrorCode.INTERNAL
+    return data
 
 
 async def ping(client: Connection, cmd_id: int, req: Any, now: float) -> None:

@@ -1,8 +1,8 @@
 """A connect, in two halves: obtain the credentials, then decide what the connection gets.
 
 1. **Credentials**: from the connection JWT (``Session.credentials``); without a token, from
-   the application's ``hooks.connecting`` (in process now, Centrifugo's connect proxy next);
-   else the anonymous rules (``Session.anonymous``).
+   the connect hook (``client.proxy.connect``: a backend or a Python function, PROXY.md
+   §4.1); else the anonymous rules (``Session.anonymous``).
 2. **Decide** (``Session.decide``): identity, expiry, server-side subscriptions; then the node's
    limits (the user's connect rate, ``client.user_connection_limit``), and the subscriptions
    are prepared before the reply and finished after it.
@@ -18,10 +18,11 @@ import logging
 import time
 
 from tidings import __version__
-from tidings.core import subscribing
-from tidings.core.hooks import ClientEvent, ConnectingEvent
+from tidings.core import proxied, subscribing
+from tidings.core.hooks import ClientEvent
 from tidings.core.host import Connection
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError
+from tidings.protocol.grants import raw_or_none
 from tidings.protocol.messages import (
     ConnectRequest,
     ConnectResult,
@@ -31,6 +32,7 @@ from tidings.protocol.messages import (
     SubscribeResult,
 )
 from tidings.protocol.session import ConnectDecision, Credentials, State, SubscribeDecision
+from tidings.proxy import HookState
 
 __all__ = ["connect", "establish", "uni_connect"]
 
@@ -61,15 +63,21 @@ async def uni_connect(client: Connection, frame: bytes) -> None:
         return
     except ReplyError as err:
         log.info("uni connect of %s refused: %d %s", client.client_id, err.code, err.message)
-        client.close(_uni_disconnect(err.code))
+        client.close(_uni_disconnect(err.code, client))
         return
     client.enqueue(client.transport.codec.encode_push(Push(connect=result)))
     for decision, top in prepared:
         await subscribing.finish(client, decision, top)
 
 
-def _uni_disconnect(code: int) -> Disconnect:
-    """Unidirectional connect errors become disconnects (PROTOCOL.md §8.1)."""
+def _uni_disconnect(code: int, client: Connection) -> Disconnect:
+    """Unidirectional connect errors become disconnects (PROTOCOL.md §8.1): the configured
+    ``client.connect_code_to_unidirectional_disconnect`` transforms first."""
+    transforms = client.node.config.client.connect_code_to_unidirectional_disconnect
+    if transforms.enabled:
+        for transform in transforms.transforms:
+            if transform.code == code:
+                return Disconnect(transform.to.code, transform.to.reason)
     if code in (109, 110):
         return Disconnect.EXPIRED
     if code == 103:
@@ -83,12 +91,16 @@ async def credentials(client: Connection, req: ConnectRequest, now: float) -> Cr
     """The first half: who this connection is."""
     session = client.session
     creds = session.credentials(req, now)
-    hook = client.node.hooks.connecting
-    if creds is None and hook is not None:
-        creds = await hook(ConnectingEvent(
-            client=client.client_id, user="", transport=client.transport.name,
-            data=bytes(req.data) if req.data else None, name=req.name, version=req.version,
-        ))
+    hooks = client.node.hooks
+    if req.headers and hooks.emulated_names:  # the client's emulated headers (PROXY.md §3.2)
+        state = client.hook_state = client.hook_state or HookState()
+        state.emulated_headers = {k.lower(): v for k, v in req.headers.items()
+                                  if k.lower() in hooks.emulated_names}
+    if creds is None and hooks.connect is not None:
+        creds = await proxied.connect(client, hooks.connect, req, now)
+        if creds is not None and creds.meta is not None:
+            state = client.hook_state = client.hook_state or HookState()
+            state.meta = creds.meta
     return creds if creds is not None else session.anonymous()
 
 
@@ -147,8 +159,9 @@ async def _admit(client: Connection, decision: ConnectDecision) -> None:
 def _result(client: Connection, decision: ConnectDecision, now: float) -> ConnectResult:
     node = client.node
     cfg = node.config.client
-    result = ConnectResult(client=client.client_id, version=__version__)
-    if decision.expires_at:
+    result = ConnectResult(client=client.client_id, version=__version__,
+                           data=raw_or_none(decision.data))
+    if decision.expires_at and node.hooks.refresh is None:  # else the server refreshes
         result.expires = True
         result.ttl = max(int(decision.expires_at - now), 0)
     if cfg.ping_interval > 0:

@@ -23,17 +23,17 @@ import resource
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from tidings import __version__
 from tidings.config import Config
-from tidings.core import presence
+from tidings.core import presence, proxied
 from tidings.core.actions import Actions
 from tidings.core.channels import Channels
 from tidings.core.client import Client, ProtobufClient
 from tidings.core.cluster import Cluster
-from tidings.core.hooks import DisconnectedEvent, Hooks, RefreshingEvent
+from tidings.core.hooks import DisconnectedEvent, Hooks
 from tidings.core.limits import Limits
 from tidings.core.peer import Peer, Transport
 from tidings.core.registry import Registry
@@ -41,12 +41,13 @@ from tidings.core.timers import Timers
 from tidings.core.writer import Writer
 from tidings.engine.base import Engine, EngineError
 from tidings.engine.memory import MemoryEngine
-from tidings.errors import Disconnect, ReplyError
+from tidings.errors import Disconnect
 from tidings.protocol.channels import ChannelRules
 from tidings.protocol.kinds import KINDS
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
 from tidings.protocol.session import Session
 from tidings.protocol.tokens import TokenVerifier
+from tidings.proxy import HookState
 
 __all__ = ["Node"]
 
@@ -68,10 +69,12 @@ class Node:
         self.engine: Engine = engine if engine is not None else MemoryEngine()
         self.engine.register_handler(self, self.id)
         self.limits = Limits(config)
-        self.hooks = Hooks()
+        self.hooks = Hooks(config)
         self.registry = Registry()
         self.writer = Writer()
-        self.timers = Timers(config.client, self.spawn, expired=self._expired)
+        self.timers = Timers(config.client, self.spawn, expired=self._expired,
+                             sub_expired=self._sub_expired)
+        self.timers.expire_delay = self._expire_delay
         self.channels = Channels(config, self.engine, self.rules, self.spawn)
         self.cluster = Cluster(self)
         self.actions = Actions(self)
@@ -117,6 +120,7 @@ class Node:
             await asyncio.wait(list(self._tasks), timeout=grace)
         await self.cluster.leave()
         await self.engine.close()
+        await self.hooks.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine owned by the node (awaited at shutdown)."""
@@ -147,10 +151,16 @@ class Node:
     def new_session(self) -> Session:
         return Session(self.config.client, self.rules, self.verifier, self.sub_verifier)
 
-    def new_client(self, transport: Transport) -> Client:
-        if transport.codec.PROTOBUF:
-            return ProtobufClient(self, transport)
-        return Client(self, transport)
+    def new_client(self, transport: Transport,
+                   headers: Mapping[str, str] | None = None) -> Client:
+        """A client for a new connection; ``headers``: those of the request that opened it
+        (kept only where a backend hook forwards them)."""
+        client = (ProtobufClient if transport.codec.PROTOBUF else Client)(self, transport)
+        if headers is not None and self.hooks.header_names:
+            kept = self.hooks.keep(headers)
+            if kept:
+                client.hook_state = HookState(kept)
+        return client
 
     def client_opened(self, client: Peer) -> None:
         self.registry.opened_client(client)
@@ -180,33 +190,29 @@ class Node:
             log.warning("connection of %s not uncounted for user %r: %s", client.client_id,
                         client.user, exc)
 
+    def _expire_delay(self) -> float:
+        """A refresh hook is asked at the expiry itself; without one, clients get a grace."""
+        return 0.0 if self.hooks.refresh is not None else self.config.client.expired_close_delay
+
     def _expired(self, client: Peer) -> None:
-        """A connection's expiry came: ask ``hooks.refreshing`` for a new one, or close."""
-        if self.hooks.refreshing is None:
+        """A connection's expiry came: ask the refresh hook, or close (3005)."""
+        if self.hooks.refresh is None:
             client.close(Disconnect.EXPIRED)
         else:
-            self.spawn(self._refresh(client))
+            self.spawn(proxied.refresh(client, self.hooks.refresh, self.timers))
 
-    async def _refresh(self, client: Peer) -> None:
-        hook = self.hooks.refreshing
-        assert hook is not None
-        session = client.session
-        try:
-            expires_at = await hook(RefreshingEvent(
-                client=client.client_id, user=client.user, transport=client.transport.name,
-                expires_at=session.expires_at,
-            ))
-        except Disconnect as d:
-            client.close(d)
-            return
-        except ReplyError:
-            expires_at = None
-        if expires_at is None or (expires_at and expires_at <= time.time()):
-            client.close(Disconnect.EXPIRED)
-            return
-        session.expires_at = expires_at
-        if expires_at:
-            self.timers.schedule_expiry(client, expires_at)
+    def _sub_expired(self, client: Peer, channel: str) -> bool:
+        """A subscription's expiry came: ask its namespace's sub_refresh hook (True), or
+        not (False: it expires)."""
+        sub = client.session.subs.get(channel)
+        if sub is None:
+            return False
+        caller = self.hooks.for_channel("sub_refresh", sub.opts.sub_refresh_proxy_enabled,
+                                        sub.opts.sub_refresh_proxy_name)
+        if caller is None:
+            return False
+        self.spawn(proxied.sub_refresh(client, caller, self.timers, channel))
+        return True
 
     # ---------------------------------------------------------------- broker events
 

@@ -19,6 +19,7 @@ from tidings.errors import Disconnect, Unsubscribe
 from tidings.protocol.codecs import Codec
 from tidings.protocol.kinds import Kind
 from tidings.protocol.session import Session, SubscribeDecision
+from tidings.proxy import HookState
 
 __all__ = ["Peer", "Transport"]
 
@@ -64,6 +65,7 @@ class Peer(Protocol):
     protobuf: bool  # its messages are Protobuf (transport.codec.PROTOBUF)
     counted: bool  # in the engine's count of its user's connections
     emulation_session: str
+    hook_state: HookState | None  # what backend hooks keep of it (None: nothing)
 
     @property
     def client_id(self) -> str: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from tidings.core.hooks import SubscribeAnswer, SubscribingEvent, checked_json
+from tidings.core import proxied
 from tidings.core.host import Connection
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, Unsubscribe
@@ -38,25 +38,22 @@ log = logging.getLogger("tidings.client")
 async def subscribe(client: Connection, cmd_id: int, req: SubscribeRequest, now: float) -> None:
     """The ``subscribe`` command."""
     decision = client.session.decide_subscribe(req, now)
-    hook = client.node.hooks.subscribing
-    if hook is not None:
-        answer = await hook(SubscribingEvent(
-            client=client.client_id, user=client.user, transport=client.transport.name,
-            channel=req.channel, data=bytes(req.data) if req.data else None,
-        ))
-        _apply(decision, answer)
+    if decision.proxied:
+        await _ask_hook(client, decision, req, now)
     result, top = await prepare(client, decision, now)
     client.reply(Reply(id=cmd_id, subscribe=result))
     await finish(client, decision, top)
 
 
-def _apply(decision: SubscribeDecision, answer: SubscribeAnswer | None) -> None:
-    if answer is None:
-        return
-    if answer.info is not None:
-        decision.sub.chan_info = checked_json(answer.info, "subscribing")
-    if answer.data is not None:
-        decision.data = checked_json(answer.data, "subscribing")
+async def _ask_hook(client: Connection, decision: SubscribeDecision, req: SubscribeRequest,
+                    now: float) -> None:
+    """The namespace's subscribe hook decides (PROXY.md §4.3)."""
+    opts = decision.sub.opts
+    hooks = client.node.hooks
+    caller = hooks.needed("subscribe", opts.subscribe_proxy_name)
+    server_refresh = hooks.for_channel("sub_refresh", opts.sub_refresh_proxy_enabled,
+                                       opts.sub_refresh_proxy_name) is not None
+    await proxied.subscribe(client, caller, decision, req, server_refresh, now)
 
 
 async def server_subscribe(client: Connection, decision: SubscribeDecision) -> None:

@@ -29,11 +29,16 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 
 class Timers:
     def __init__(self, config: ClientConfig, spawn: Spawn,
-                 expired: Callable[[Peer], None] | None = None) -> None:
+                 expired: Callable[[Peer], None] | None = None,
+                 sub_expired: Callable[[Peer, str], bool] | None = None) -> None:
         self.config = config
         self._spawn = spawn
-        # What happens when a connection's expiry comes (default: disconnect 3005).
+        # What happens when a connection's expiry comes (default: disconnect 3005), and when
+        # a subscription's does (True: handled, e.g. by a sub_refresh hook; False: it ends).
         self._expired = expired or (lambda client: client.close(Disconnect.EXPIRED))
+        self._sub_expired = sub_expired or (lambda client, channel: False)
+        # Grace after a connection's expiry (the node says 0 while a refresh hook is set).
+        self.expire_delay: Callable[[], float] = lambda: config.expired_close_delay
         n_buckets = max(int(config.ping_interval), 1)
         self._ping_buckets: list[dict[Peer, None]] = [{} for _ in range(n_buckets)]
         self._ping_bucket_of: dict[Peer, int] = {}
@@ -65,10 +70,13 @@ class Timers:
         # Heap entries of a closed client are skipped when they come due.
 
     def schedule_expiry(self, client: Peer, expires_at: float) -> None:
-        self._add(expires_at + self.config.expired_close_delay, _EXPIRE, client)
+        """Judge the connection's expiry at ``expires_at`` + ``expire_delay``."""
+        self._add(expires_at + self.expire_delay(), _EXPIRE, client)
 
-    def schedule_sub_expiry(self, client: Peer, channel: str, expires_at: float) -> None:
-        self._add(expires_at + self.config.expired_sub_close_delay, _SUB_EXPIRE, client, channel)
+    def schedule_sub_expiry(self, client: Peer, channel: str, expires_at: float,
+                            delay: float | None = None) -> None:
+        when = expires_at + (self.config.expired_sub_close_delay if delay is None else delay)
+        self._add(when, _SUB_EXPIRE, client, channel)
 
     def _add(self, when: float, kind: int, client: Peer, channel: str = "") -> None:
         heapq.heappush(self._heap, (when, next(self._seq), kind, client, channel))
@@ -105,12 +113,14 @@ class Timers:
                 client.close(Disconnect.NO_PONG)
         elif kind == _EXPIRE:
             exp = session.expires_at
-            if exp and exp + self.config.expired_close_delay <= now:
+            if exp and exp + self.expire_delay() <= now:
                 self._expired(client)
         elif kind == _SUB_EXPIRE:
             sub = session.subs.get(channel)
             delay = self.config.expired_sub_close_delay
             if sub is not None and sub.expires_at and sub.expires_at + delay <= now:
+                if self._sub_expired(client, channel):
+                    return
                 if sub.server_side:
                     client.close(Disconnect.SUB_EXPIRED)
                 else:

@@ -26,6 +26,7 @@ __all__ = [
     "Sub",
     "SubscribeDecision",
     "as_full_string",
+    "as_proxied",
     "grant",
     "raw_or_none",
     "subscribe_result",
@@ -81,7 +82,14 @@ class SubscribeDecision:
     epoch: str = ""
     reject_unrecovered: bool = False
     data: bytes | None = None
-    token_expires: bool = False
+    token_expires: bool = False  # the reply says when it expires (the client refreshes)
+    proxied: bool = False  # the subscribe hook decides
+
+
+def as_proxied(req: SubscribeRequest) -> SubscribeRequest:
+    """A client subscribe as the subscribe hook path grants it: without the client's own
+    positioned, recoverable and join_leave flags (the namespace and the hook decide)."""
+    return msgspec.structs.replace(req, positioned=False, recoverable=False, join_leave=False)
 
 
 def raw_or_none(data: bytes | None) -> Raw | None:
@@ -138,7 +146,7 @@ def subscribe_result(
     told (flag 2)."""
     sub = decision.sub
     result = SubscribeResult(data=raw_or_none(decision.data))
-    if sub.expires_at:
+    if sub.expires_at and decision.token_expires:  # else the server refreshes (sub_refresh hook)
         result.expires = True
         result.ttl = max(int(sub.expires_at - now), 0)
     result.delta = sub.delta

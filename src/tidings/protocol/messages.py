@@ -110,6 +110,7 @@ class ConnectRequest(_Msg):
     subs: dict[str, SubscribeRequest] | None = None
     name: str = ""
     version: str = ""
+    headers: dict[str, str] | None = None  # emulated headers, for backend hooks
 
 
 class UnsubscribeRequest(_Msg):

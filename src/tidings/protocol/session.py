@@ -23,6 +23,7 @@ from tidings.protocol.grants import (
     FLAG_REJECT_UNRECOVERED,
     Sub,
     SubscribeDecision,
+    as_proxied,
     grant,
     raw_or_none,
     subscribe_result,
@@ -96,6 +97,8 @@ class Credentials:
     expires_at: int = 0  # unix seconds; 0: never
     channels: list[str] = field(default_factory=list)  # subscribed server-side
     subs: dict[str, SubscribeOptions] = field(default_factory=dict)  # the same, with options
+    data: bytes | None = None  # for the client, in the connect result (a connect hook's)
+    meta: bytes | None = None  # kept server-side for later hooks (a connect hook's)
 
 
 @dataclass(slots=True)
@@ -103,6 +106,7 @@ class ConnectDecision:
     user: str
     info: bytes | None
     expires_at: int
+    data: bytes | None = None
     subs: list[SubscribeDecision] = field(default_factory=list)
 
 
@@ -223,7 +227,7 @@ class Session:
             raise ErrorCode.EXPIRED
         user, info, expires_at = creds.user, creds.info, creds.expires_at
         self.user, self.info = user, info
-        decision = ConnectDecision(user=user, info=info, expires_at=expires_at)
+        decision = ConnectDecision(user=user, info=info, expires_at=expires_at, data=creds.data)
 
         requested = req.subs or {}
         server_side = self._server_side(creds, requested)
@@ -303,11 +307,15 @@ class Session:
         chan_info: bytes | None = None
         data: bytes | None = None
         expires_at = 0
+        proxied = False
         if req.token:
             token = self._verify_sub_token(req.token, channel, now, ErrorCode.PERMISSION_DENIED)
             expires_at = token.expires_at
             override = token.options.override
             chan_info, data = token.options.info, token.options.data
+        elif self._proxied(channel, opts):
+            proxied = True  # the subscribe hook decides (PROXY.md §4.3)
+            req = as_proxied(req)
         elif not self.rules.can_subscribe_without_token(channel, opts, self.user):
             raise ErrorCode.PERMISSION_DENIED
         sub = self.grant(channel, opts, req, override, server_side=False)
@@ -320,8 +328,19 @@ class Session:
             epoch=req.epoch,
             reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
             data=data,
-            token_expires=expires_at > 0,
+            # In a namespace with a sub_refresh hook the server refreshes: no expiry in the reply.
+            token_expires=expires_at > 0 and not opts.sub_refresh_proxy_enabled,
+            proxied=proxied,
         )
+
+    def _proxied(self, channel: str, opts: ChannelOptions) -> bool:
+        """A subscribe without a token that the namespace's subscribe hook decides: not a
+        private channel (103 without a token) nor a user-limited one (the rules decide)."""
+        if not opts.subscribe_proxy_enabled:
+            return False
+        if self.rules.is_private(channel):
+            raise ErrorCode.PERMISSION_DENIED
+        return not self.rules.is_user_limited(channel, opts)
 
     def need_presence_access(self, channel: str) -> ChannelOptions:
         opts = self.rules.options(channel)
@@ -340,8 +359,11 @@ class Session:
         return opts
 
     def need_publish_access(self, channel: str, data: bytes) -> ChannelOptions:
+        """The channel's options if the client may publish ``data`` there; with a publish
+        hook in the namespace, the hook decides instead of the permission rules."""
         opts = self.rules.options(channel)
-        if not self.rules.can_publish(opts, self.user, channel in self.subs):
+        if not opts.publish_proxy_enabled and not self.rules.can_publish(
+                opts, self.user, channel in self.subs):
             raise ErrorCode.PERMISSION_DENIED
         check_data_format(opts, data)
         return opts
@@ -395,6 +417,8 @@ class Session:
         sub = self.subs.get(channel)
         if sub is None:
             raise ErrorCode.PERMISSION_DENIED
+        if sub.opts.sub_refresh_proxy_enabled:
+            raise Disconnect.BAD_REQUEST  # the server refreshes this one (sub_refresh hook)
         if not token:
             raise ErrorCode.BAD_REQUEST
         expires_at = self._verify_sub_token(

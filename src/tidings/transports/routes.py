@@ -156,12 +156,12 @@ def open_stream(conn: HttpProtocol, req: Request, name: str) -> None:
         else "application/json"
     )
     lines = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}",
-             "Transfer-Encoding: chunked", "Connection: keep-alive"]
+             "Transfer-Encoding: chunked", "Connection: close"]  # never reused after it
     lines += [f"{k}: {v}" for k, v in (*NO_CACHE, *cors)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     transport.write(head + (chunk(b"\r\n") if sse else b""))
     conn.take_over()
-    conn.stream = StreamTransport(conn.node, transport, name)
+    conn.stream = StreamTransport(conn.node, transport, name, req.headers)
     if body.strip() or name.startswith("uni"):
         conn.stream.client.feed(body)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -74,7 +74,8 @@ class SockJSSession:
     emulation = False
     frame = staticmethod(_frame)
 
-    def __init__(self, sessions: SockJSSessions, sid: str) -> None:
+    def __init__(self, sessions: SockJSSessions, sid: str,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.sessions = sessions
         self.id = sid
         self.outbox: list[bytes] = []
@@ -85,7 +86,7 @@ class SockJSSession:
         self.close_frame: bytes | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.write: Callable[[bytes], None] = self._write
-        self.client: Client = sessions.node.new_client(self)
+        self.client: Client = sessions.node.new_client(self, headers)
 
     # ---------------------------------------------------------------- Transport interface
 
@@ -220,11 +221,13 @@ class SockJSSessions:
         self.node = node
         self.by_id: dict[str, SockJSSession] = {}
 
-    def get_or_open(self, sid: str) -> tuple[SockJSSession, bool]:
+    def get_or_open(self, sid: str, headers: Mapping[str, str] | None = None
+                    ) -> tuple[SockJSSession, bool]:
+        """The session ``sid``, opened (with the opening request's ``headers``) if new."""
         session = self.by_id.get(sid)
         if session is not None:
             return session, False
-        session = self.by_id[sid] = SockJSSession(self, sid)
+        session = self.by_id[sid] = SockJSSession(self, sid, headers)
         return session, True
 
     def forget(self, sid: str) -> None:
@@ -272,7 +275,7 @@ async def endpoint(conn: HttpProtocol, req: Request) -> None:
         return
     if sid not in sessions.by_id:
         door(conn)  # a new session is a new connection
-    session, opened = sessions.get_or_open(sid)
+    session, opened = sessions.get_or_open(sid, req.headers)
     if kind == "xhr":
         data = OPEN if opened else await session.poll()
         if opened:

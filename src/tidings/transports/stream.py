@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
@@ -81,7 +81,8 @@ class StreamTransport:
                  "frame", "kind", "name", "separator",
                  "write")
 
-    def __init__(self, node: Node, transport: asyncio.Transport, name: str) -> None:
+    def __init__(self, node: Node, transport: asyncio.Transport, name: str,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.kind, self.frame = _FRAMING[name]
         info = KINDS[self.kind]
         self.bidirectional = info.bidirectional
@@ -92,7 +93,7 @@ class StreamTransport:
         self._transport = transport
         self.write: Callable[[bytes], None] = transport.write
         self._closing = False
-        self.client: Client = node.new_client(self)
+        self.client: Client = node.new_client(self, headers)
 
     def buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()

@@ -47,7 +47,7 @@ def upgrade(conn: HttpProtocol, req: Request, rest: bytes) -> None:
     conn.take_over()
     cls = (UniWebSocketTransport if uni else ProtobufWebSocketTransport if protobuf
            else WebSocketTransport)
-    ws = conn.ws = cls(conn.node, transport)
+    ws = conn.ws = cls(conn.node, transport, req.headers)
     connect = req.query().get("cf_connect") if uni else None
     if connect:
         ws.client.feed(connect[0].encode())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from tidings.errors import Disconnect
@@ -46,14 +46,15 @@ class WebSocketTransport:
 
     __slots__ = ("_closing", "_held", "_parser", "_transport", "client", "write")
 
-    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
+    def __init__(self, node: Node, transport: asyncio.Transport,
+                 headers: Mapping[str, str] | None = None) -> None:
         self._transport = transport
         # The asyncio transport's own write, bound once: no wrapper call per write.
         self.write: Callable[[bytes], None] = transport.write
         self._parser = wsframe.FrameParser(node.config.websocket.message_size_limit)
         self._closing = False
         self._held = 0  # _BACKLOG | _INBOX: reading is paused while non-zero
-        self.client: Client = node.new_client(self)
+        self.client: Client = node.new_client(self, headers)
 
     # ---------------------------------------------------------------- Transport interface
 
@@ -164,8 +165,9 @@ class UniWebSocketTransport(WebSocketTransport):
 
     __slots__ = ()
 
-    def __init__(self, node: Node, transport: asyncio.Transport) -> None:
-        super().__init__(node, transport)
+    def __init__(self, node: Node, transport: asyncio.Transport,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(node, transport, headers)
         self._parser = wsframe.FrameParser(node.config.uni_websocket.message_size_limit)
 
     frame = staticmethod(_uni_frames)  # type: ignore[assignment]  # no opcode argument

@@ -1,0 +1,104 @@
+"""Hooks in process: a Python function answers, with no HTTP hop (a Tidings addition).
+
+The function takes the request struct and returns its result, its response, or None (no
+result); it may raise ``HookError`` / ``HookDisconnect`` to refuse. ``async def`` functions
+run on the loop; plain functions run in a worker thread (a Django ORM call must not block the
+loop). Either way the proxy's ``timeout`` applies. Payload fields arrive as JSON values
+(decoded), as a backend behind HTTP sees them, and ``request.headers`` holds the forwarded
+headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from tidings.config.proxyschema import ProxyConfig
+from tidings.protocol.proxyproto import RESULTS, HookDisconnect, HookError
+from tidings.proxy.base import HookFailure, Who, forwarded
+
+__all__ = ["PythonCaller", "import_hook"]
+
+log = logging.getLogger("tidings.proxy")
+
+R = TypeVar("R", bound=msgspec.Struct)
+_PAYLOADS = ("data", "meta")
+
+
+def import_hook(endpoint: str) -> Callable[..., Any]:
+    """``python:package.module:function`` -> the function (ValueError if it is not there)."""
+    target = endpoint.removeprefix("python:")
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{endpoint!r}: expected python:package.module:function")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{endpoint!r}: {exc}") from exc
+    if not callable(obj):
+        raise ValueError(f"{endpoint!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+class PythonCaller:
+    def __init__(self, name: str, config: ProxyConfig, fn: Callable[..., Any]) -> None:
+        self.name = name
+        self.config = config
+        self.fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn)
+
+    async def call(self, hook: str, request: msgspec.Struct, response: type[R],
+                   who: Who | None) -> R:
+        changes: dict[str, Any] = {}
+        for name in _PAYLOADS:
+            value = getattr(request, name, None)
+            if isinstance(value, msgspec.Raw):
+                changes[name] = msgspec.json.decode(value)
+        headers = forwarded(self.config, who)
+        if headers:
+            changes["headers"] = headers
+        if changes:
+            request = msgspec.structs.replace(request, **changes)
+        try:
+            if self._is_async:
+                answer = await asyncio.wait_for(self.fn(request), self.config.timeout)
+            else:
+                answer = await asyncio.wait_for(self._in_thread(request), self.config.timeout)
+        except HookError as exc:
+            return response(error=exc.wire())
+        except HookDisconnect as exc:
+            return response(disconnect=exc.wire())
+        except TimeoutError:
+            raise self._failed(hook, f"no answer within {self.config.timeout:g}s") from None
+        except Exception as exc:
+            log.exception("%s hook %r raised", hook, self.name)
+            raise HookFailure(f"{type(exc).__name__}: {exc}") from None
+        return self._response(hook, answer, response)
+
+    async def _in_thread(self, request: msgspec.Struct) -> Any:
+        answer = await asyncio.to_thread(self.fn, request)
+        if inspect.isawaitable(answer):  # an async callable that is not a coroutine function
+            answer = await answer
+        return answer
+
+    def _response(self, hook: str, answer: Any, response: type[R]) -> R:
+        if answer is None:
+            return response()
+        if isinstance(answer, response):
+            return answer
+        if isinstance(answer, RESULTS[response]):
+            return response(result=answer)
+        raise self._failed(hook, f"returned {type(answer).__name__}, expected "
+                                 f"{RESULTS[response].__name__}, {response.__name__} or None")
+
+    def _failed(self, hook: str, why: str) -> HookFailure:
+        log.warning("%s hook %r (%s) failed: %s", hook, self.name, self.config.endpoint, why)
+        return HookFailure(why)

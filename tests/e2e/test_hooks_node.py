@@ -1,0 +1,75 @@
+"""End to end: the real centrifuge-js client (npm ``centrifuge``) under Node calls RPCs that
+Tidings hands to a backend's rpc hook over HTTP (``HookBackend``, aiohttp in the test process).
+
+The Node side is ``tests/e2e/node/hooks_rpc.mjs``; it prints one JSON line with what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.support.hookapp import HookBackend, hook_config
+from tests.support.npm import NODE_DIR
+from tests.support.server import ServerFactory, ServerProcess, make_token
+from tests.support.timing import TIMEOUT_FACTOR, T
+
+SCRIPT = NODE_DIR / "hooks_rpc.mjs"
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[HookBackend]:
+    hooks = await HookBackend().start()
+    yield hooks
+    await hooks.stop()
+
+
+@pytest.fixture
+def hooked(tidings_server: ServerFactory, backend: HookBackend) -> ServerProcess:
+    """A server with every hook wired to the backend over HTTP."""
+    return tidings_server(hook_config(backend.endpoint))
+
+
+async def _run_node(server: ServerProcess, token: str) -> dict[str, Any]:
+    """Run the script; the backend answers the hooks on this loop meanwhile, so the process is
+    awaited, not waited for."""
+    node = shutil.which("node")
+    assert node is not None, "node is required for the Node e2e tests"
+    timeout_ms = int(15000 * TIMEOUT_FACTOR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_E2E_")}
+    proc = await asyncio.create_subprocess_exec(
+        node, str(SCRIPT), "--ws-url", server.ws_url, "--token", token,
+        "--timeout-ms", str(timeout_ms),
+        cwd=NODE_DIR, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_ms / 1000 + T)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    lines = [ln for ln in stdout.decode().splitlines() if ln.startswith("{")]
+    diag = (f"exit={proc.returncode}\nstdout:\n{stdout.decode()}\nstderr:\n{stderr.decode()}\n"
+            f"server log (tail):\n{server.log_text()[-4000:]}")
+    assert len(lines) == 1, f"expected exactly one JSON line\n{diag}"
+    out: dict[str, Any] = json.loads(lines[0])
+    assert out["ok"] is True, f"script failed: {out.get('error')}\n{diag}"
+    assert proc.returncode == 0, diag
+    return out
+
+
+async def test_node_client_rpc_through_the_hook(hooked: ServerProcess,
+                                                backend: HookBackend) -> None:
+    out = await _run_node(hooked, make_token("42"))
+    assert out["sum"] == {"sum": 9}
+    assert out["refused"] == {"code": 104, "message": "method not found", "temporary": False}
+    assert "refusedData" not in out
+    assert backend.calls["rpc"] == 2
+    assert backend.calls["connect"] == 0  # a token connect never asks the connect hook
