@@ -1,10 +1,11 @@
 """Which HTTP client calls backend hooks: calls per second and per-call latency against a
-minimal aiohttp backend on loopback, the same JSON both ways (a connect hook's size).
+minimal backend on loopback (benchmarks/hook_backend.py), a connect hook's JSON.
 
     python benchmarks/micro_proxy_client.py [--calls 4000] [--concurrency 50]
 
-Clients: aiohttp with its keep-alive pool (what Tidings uses), aiohttp opening a connection per
-call, and httpx's AsyncClient (keep-alive pool) when installed. The backend runs in a separate
+Clients: Tidings' own (``proxy/h1.py``, what the node uses), aiohttp with its keep-alive pool,
+aiohttp opening a connection per call, and httpx's AsyncClient (keep-alive pool) when
+installed. The backend runs in a separate
 process (pinned to the other core when taskset exists). One table, one run: compare ratios.
 """
 
@@ -24,16 +25,6 @@ import aiohttp
 
 BODY = (b'{"client":"9336a229-2400-4ebc-8c50-0a643d22e8a0","transport":"websocket",'
         b'"protocol":"json","encoding":"json","name":"js"}')
-BACKEND = """
-from aiohttp import web
-async def h(request):
-    await request.read()
-    return web.Response(body=b'{"result":{"user":"56"}}', content_type="application/json")
-app = web.Application()
-app.router.add_post("/connect", h)
-web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), print=None,
-            access_log=None)
-"""
 
 
 def free_port() -> int:
@@ -65,6 +56,15 @@ async def main_async(url: str, calls: int, concurrency: int) -> list[tuple[str, 
                                                                              float]]:
     rows = []
     headers = {"content-type": "application/json"}
+    from tidings.proxy import h1
+    pool, endpoint = h1.Pool(), h1.Endpoint(url)
+
+    async def tidings_h1() -> None:
+        await pool.post(endpoint, {}, BODY)
+    await run(tidings_h1, 200, 10)
+    rows.append(("tidings proxy/h1.py, keep-alive pool", *await run(tidings_h1, calls,
+                                                                    concurrency)))
+    pool.close()
     async with aiohttp.ClientSession() as pooled:
         async def aio() -> None:
             async with pooled.post(url, data=BODY, headers=headers) as r:
@@ -98,7 +98,10 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") and os.cpu_count() != 1 else []
-    backend = subprocess.Popen([*pin, sys.executable, "-c", BACKEND, str(port)])
+    # The fast backend (raw httptools on uvloop) so the client side is what is measured.
+    here = os.path.dirname(os.path.abspath(__file__))
+    backend = subprocess.Popen([*pin, sys.executable, os.path.join(here, "hook_backend.py"),
+                                "--port", str(port)], stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -109,7 +112,9 @@ def main() -> int:
                 time.sleep(0.05)
         if pin:
             os.sched_setaffinity(0, {0})
-        rows = asyncio.run(main_async(f"http://127.0.0.1:{port}/connect", args.calls,
+        import uvloop  # the node's loop
+
+        rows = uvloop.run(main_async(f"http://127.0.0.1:{port}/connect", args.calls,
                                       args.concurrency))
     finally:
         backend.terminate()

@@ -38,9 +38,21 @@ async def hooked(request: pytest.FixtureRequest, tidings_server: Factory,
     return server
 
 
+OPENED: list[JsonWebSocket] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while OPENED:
+        await OPENED.pop().close()
+
+
 async def ws(server: ServerProcess, user: str = "alice") -> JsonWebSocket:
     headers = {"Cookie": f"theme=dark; user={user}"} if user else {}
-    return await open_json_websocket(server.ws_url, additional_headers=headers)
+    client = await open_json_websocket(server.ws_url, additional_headers=headers)
+    OPENED.append(client)
+    return client
 
 
 async def connected(server: ServerProcess, user: str = "alice", **connect: Any

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.api import api_publish
+from tests.support.api import api_publish, api_result
 from tests.support.hookapp import HookBackend, hook_config
 from tests.support.probe import rss_mib
 from tests.support.raw import JsonLines, JsonWebSocket, open_json_websocket
@@ -47,9 +47,21 @@ def srv(tidings_server: Factory, backend: HookBackend) -> ServerProcess:
     return server
 
 
+OPENED: list[JsonWebSocket] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while OPENED:
+        await OPENED.pop().close()
+
+
 async def ws(server: ServerProcess, user: str = "alice") -> JsonWebSocket:
-    return await open_json_websocket(server.ws_url, additional_headers={
+    client = await open_json_websocket(server.ws_url, additional_headers={
         "Cookie": f"user={user}", "X-Not-Listed": "secret"})
+    OPENED.append(client)
+    return client
 
 
 INTERNAL = {"code": 100, "message": "internal server error", "temporary": True}
@@ -107,6 +119,11 @@ async def test_unreachable_backend(srv: ServerProcess) -> None:
     assert reply["error"] == INTERNAL
     assert "rpc" in await client.command(rpc={"method": "math:sum",
                                               "data": {"numbers": [1]}})
+    # The node counts each caller's calls and failures (info; metrics read the same).
+    [node] = (await api_result(srv, "info", {}))["nodes"]
+    assert node["hooks"]["proxy/dead"]["failures"] == 1
+    assert node["hooks"]["rpc/default"]["calls"] == 1
+    assert node["hooks"]["connect/default"]["inflight"] == 0
 
 
 async def test_uni_transport_connect_failure_is_3004(srv: ServerProcess,

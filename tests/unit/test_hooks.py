@@ -222,3 +222,22 @@ async def test_a_client_gone_during_the_hook_leaves_nothing_behind(
     await settle(20)
     assert not server.node.registry.users and not server.node.registry.find(user="late")
     assert not server.node.channels.hub.channels
+
+
+async def test_answers_are_checked_as_over_http(server: InProcessServer) -> None:
+    async def connect(req: ConnectRequest) -> Any:
+        mode = req.data["mode"]
+        if mode == "not-a-string-user":
+            return ConnectResult(user=42)  # type: ignore[arg-type]
+        if mode == "code-out-of-range":
+            raise HookError(-1, "negative")
+        raise HookDisconnect(1000, "not a code a hook may close with")
+
+    server.node.hooks.set("connect", connect)
+    seen: dict[str, Any] = {}
+    for mode in ("not-a-string-user", "code-out-of-range", "bad-close-code"):
+        ws = await websocket(server)
+        cmd_id = ws.command(connect={"data": {"mode": mode}})
+        await settle()
+        seen[mode] = ws.close_code() or ws.reply(cmd_id)["error"]["code"]
+    assert seen == {"not-a-string-user": 100, "code-out-of-range": 100, "bad-close-code": 3004}

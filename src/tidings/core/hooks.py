@@ -74,7 +74,10 @@ class Hooks:
                 return PythonCaller(name, proxy, import_hook(proxy.endpoint))
             except ValueError as exc:
                 raise ConfigError(f"proxy {name!r}: {exc}") from None
-        return HttpCaller(name, proxy, self.pool)
+        try:
+            return HttpCaller(name, proxy, self.pool)
+        except ValueError as exc:
+            raise ConfigError(f"proxy {name!r}: {exc}") from None
 
     def _configure(self, config: Config) -> None:
         proxies: list[ProxyConfig] = []
@@ -164,6 +167,16 @@ class Hooks:
         if not enabled:
             raise ErrorCode.NOT_AVAILABLE
         return self.needed("rpc", name)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Each caller's counters by ``<hook>/<proxy name>`` (named proxies: ``proxy/<name>``,
+        as one named proxy may serve several hooks)."""
+        out = {f"{hook}/default": caller.stats.as_dict()
+               for hook, caller in (("connect", self.connect), ("refresh", self.refresh),
+                                    *self._defaults.items()) if caller is not None}
+        out.update((f"proxy/{name}", caller.stats.as_dict())
+                   for name, caller in self._named.items())
+        return out
 
     def keep(self, headers: Mapping[str, str]) -> dict[str, str] | None:
         """The headers of a connection's opening request that some hook forwards."""

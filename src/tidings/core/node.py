@@ -264,7 +264,12 @@ class Node:
                 "limited_commands": self.limits.limited_commands,
                 "error_disconnects": self.limits.error_disconnects,
             },
-        } | {k: v for source in self.info_sources for k, v in source().items()}
+        } | self._hooks_info() | {k: v for source in self.info_sources
+                                  for k, v in source().items()}
+
+    def _hooks_info(self) -> dict[str, Any]:
+        stats = self.hooks.stats()
+        return {"hooks": stats} if stats else {}
 
     def process_info(self) -> dict[str, Any]:
         """Centrifugo's ``process`` (CPU percent since the last call, RSS bytes), plus this

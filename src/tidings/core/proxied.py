@@ -87,9 +87,15 @@ async def _ask(client: Peer, caller: Caller, hook: str, request: msgspec.Struct,
 
 
 def _refused(answer: Any) -> None:
-    """Raise what a ``disconnect`` or ``error`` answer means (checked in that order)."""
+    """Raise what a ``disconnect`` or ``error`` answer means (checked in that order). A
+    disconnect code outside 3000-4999 cannot be a WebSocket close code: 3004 instead."""
     if answer.disconnect is not None:
-        raise Disconnect(answer.disconnect.code, answer.disconnect.reason)
+        code, reason = answer.disconnect.code, answer.disconnect.reason
+        if not 3000 <= code <= 4999:
+            log.warning("a hook answered disconnect code %d (not 3000-4999): closing with "
+                        "3004", code)
+            raise Disconnect.INTERNAL
+        raise Disconnect(code, reason)
     if answer.error is not None:
         err = answer.error
         raise ReplyError(err.code, err.message, err.temporary)

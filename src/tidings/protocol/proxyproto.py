@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -60,14 +60,17 @@ class _Wire(msgspec.Struct, kw_only=True, omit_defaults=True):
     pass
 
 
+Code = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]  # uint32, as in proxy.proto
+
+
 class Error(_Wire):
-    code: int
+    code: Code
     message: str = ""
     temporary: bool = False
 
 
 class Disconnect(_Wire):
-    code: int
+    code: Code
     reason: str = ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
@@ -9,7 +10,8 @@ import msgspec
 
 from tidings.config.proxyschema import ProxyConfig
 
-__all__ = ["Caller", "HookFailure", "HookState", "Who", "forwarded"]
+__all__ = ["CallStats", "Caller", "CountedCaller", "HookFailure", "HookState", "Who",
+           "forwarded"]
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -41,14 +43,59 @@ class HookState:
         self.meta: bytes | None = None
 
 
+class CallStats:
+    """Plain counters of one caller, read when asked (``Hooks.stats``, metrics)."""
+
+    __slots__ = ("calls", "failures", "inflight", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failures = 0  # unexpected failures only (not error/disconnect answers)
+        self.inflight = 0
+        self.seconds = 0.0  # summed duration of finished calls
+
+    def as_dict(self) -> dict[str, float]:
+        return {"calls": self.calls, "failures": self.failures, "inflight": self.inflight,
+                "seconds": round(self.seconds, 6)}
+
+
 class Caller(Protocol):
     name: str  # "default" or the named proxy's name
     config: ProxyConfig
+    stats: CallStats
 
     async def call(self, hook: str, request: msgspec.Struct, response: type[R],
                    who: Who | None) -> R:
         """``request`` answered as ``response``; raises HookFailure."""
         ...
+
+
+class CountedCaller:
+    """A caller's counting ``call`` around its ``_call``."""
+
+    def __init__(self, name: str, config: ProxyConfig) -> None:
+        self.name = name
+        self.config = config
+        self.stats = CallStats()
+
+    async def call(self, hook: str, request: msgspec.Struct, response: type[R],
+                   who: Who | None) -> R:
+        stats = self.stats
+        stats.calls += 1
+        stats.inflight += 1
+        started = time.perf_counter()
+        try:
+            return await self._call(hook, request, response, who)
+        except HookFailure:
+            stats.failures += 1
+            raise
+        finally:
+            stats.inflight -= 1
+            stats.seconds += time.perf_counter() - started
+
+    async def _call(self, hook: str, request: msgspec.Struct, response: type[R],
+                    who: Who | None) -> R:
+        raise NotImplementedError
 
 
 def forwarded(config: ProxyConfig, who: Who | None) -> dict[str, str]:

@@ -21,7 +21,7 @@ import msgspec
 
 from tidings.config.proxyschema import ProxyConfig
 from tidings.protocol.proxyproto import RESULTS, HookDisconnect, HookError
-from tidings.proxy.base import HookFailure, Who, forwarded
+from tidings.proxy.base import CountedCaller, HookFailure, Who, forwarded
 
 __all__ = ["PythonCaller", "import_hook"]
 
@@ -48,14 +48,13 @@ def import_hook(endpoint: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-class PythonCaller:
+class PythonCaller(CountedCaller):
     def __init__(self, name: str, config: ProxyConfig, fn: Callable[..., Any]) -> None:
-        self.name = name
-        self.config = config
+        super().__init__(name, config)
         self.fn = fn
         self._is_async = inspect.iscoroutinefunction(fn)
 
-    async def call(self, hook: str, request: msgspec.Struct, response: type[R],
+    async def _call(self, hook: str, request: msgspec.Struct, response: type[R],
                    who: Who | None) -> R:
         changes: dict[str, Any] = {}
         for name in _PAYLOADS:
@@ -73,9 +72,9 @@ class PythonCaller:
             else:
                 answer = await asyncio.wait_for(self._in_thread(request), self.config.timeout)
         except HookError as exc:
-            return response(error=exc.wire())
+            answer = response(error=exc.wire())
         except HookDisconnect as exc:
-            return response(disconnect=exc.wire())
+            answer = response(disconnect=exc.wire())
         except TimeoutError:
             raise self._failed(hook, f"no answer within {self.config.timeout:g}s") from None
         except Exception as exc:
@@ -90,14 +89,20 @@ class PythonCaller:
         return answer
 
     def _response(self, hook: str, answer: Any, response: type[R]) -> R:
+        """The answer as its response type, checked as an answer over HTTP is (types, code
+        ranges): a struct built in Python is not validated when it is made."""
         if answer is None:
             return response()
-        if isinstance(answer, response):
-            return answer
         if isinstance(answer, RESULTS[response]):
-            return response(result=answer)
-        raise self._failed(hook, f"returned {type(answer).__name__}, expected "
-                                 f"{RESULTS[response].__name__}, {response.__name__} or None")
+            answer = response(result=answer)
+        if not isinstance(answer, response):
+            raise self._failed(hook, f"returned {type(answer).__name__}, expected "
+                                     f"{RESULTS[response].__name__}, {response.__name__} "
+                                     "or None")
+        try:
+            return msgspec.convert(msgspec.to_builtins(answer), type=response)
+        except (TypeError, msgspec.ValidationError) as exc:
+            raise self._failed(hook, f"returned an invalid {response.__name__}: {exc}") from None
 
     def _failed(self, hook: str, why: str) -> HookFailure:
         log.warning("%s hook %r (%s) failed: %s", hook, self.name, self.config.endpoint, why)
