@@ -3,9 +3,9 @@
 Why not a general client: a hook call is one POST of a few hundred bytes to a known endpoint,
 and aiohttp's client spends ~170-250 us of CPU on each (request objects, header multidicts, a
 payload writer, timers): it made the connect hook cost twice a JWT connect and capped a core
-at ~5,700 calls/s, where this client does ~60,000 (docs/design.md has the measurement). This client writes the request
-as one bytes object and parses the answer with httptools (the parser the server side uses):
-one protocol object per pooled connection, no per-call objects beyond a future.
+at ~5,700 calls/s, where this client does ~60,000 (docs/design.md has the measurement). It
+writes the request as one bytes object and parses the answer with httptools (the parser the
+server side uses): one protocol object per pooled connection, nothing per call but a future.
 
 What it does, and only that: keep-alive connections per (host, port, TLS), at most
 ``limit`` open, idle ones reused most-recent first; a request on a reused connection that

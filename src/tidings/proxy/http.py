@@ -3,8 +3,9 @@
 One ``HttpPool`` per node: keep-alive connections to each backend, reused (no connection per
 call), through the small HTTP/1.1 client of ``proxy/h1.py`` (docs/design.md says why not
 aiohttp's). The request body is the request struct as JSON (payloads verbatim); the answer
-must be a 200 with a JSON object, read up to ``MAX_RESPONSE_SIZE`` bytes; ``http.status_to_code_transforms`` turn chosen statuses into an
-error or a disconnect answer instead of a failure.
+must be a 200 with a JSON object of at most ``MAX_RESPONSE_SIZE`` bytes;
+``http.status_to_code_transforms`` turn chosen statuses into an error or a disconnect answer
+instead of a failure.
 """
 
 from __future__ import annotations
