@@ -50,6 +50,7 @@ from run import (  # benchmarks/run.py, beside this file
     Target,
     build_loadgen,
     loadgen,
+    stop_group,
     tokens_file,
 )
 from websockets.asyncio.client import ClientConnection, connect
@@ -93,13 +94,7 @@ class Backend:
         self.url = line.split("listening on ", 1)[1].strip()
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
         out = self.proc.stdout.read() if self.proc.stdout else ""
         if self.proc.stdout:
             self.proc.stdout.close()

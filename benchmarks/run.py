@@ -176,6 +176,17 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def stop_group(proc: subprocess.Popen[Any]) -> None:
+    """End a process started in its own session (and its children): TERM, then KILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class Running:
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -196,13 +207,7 @@ class Running:
 
     def stop(self) -> str:
         """Stop the target (its whole process group); returns what it wrote to stdout/stderr."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
         if self.log.closed:
             return ""
         self.log.seek(0)

@@ -1,14 +1,17 @@
 """Fixtures for every test folder: a real ``tidings serve`` subprocess per test, on a free port
-(tests/support/server.py), stopped by its PID when the test finishes."""
+(tests/support/server.py), stopped by its PID when the test finishes; the hook backend; bare
+JSON WebSocket clients closed at teardown."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.hookapp import HookBackend
+from tests.support.raw import JsonWebSocket, open_json_websocket
 from tests.support.server import BASE_CONFIG, ServerFactory, ServerProcess, deep_merge, start_server
 from tests.support.timing import TIMEOUT_FACTOR
 
@@ -45,3 +48,27 @@ def tidings_server(
 def server(tidings_server: ServerFactory) -> ServerProcess:
     """A server with BASE_CONFIG."""
     return tidings_server()
+
+
+@pytest.fixture
+async def hook_backend() -> AsyncIterator[HookBackend]:
+    """The test hooks (tests/support/hookapp.py) behind a real aiohttp server on loopback."""
+    backend = await HookBackend().start()
+    yield backend
+    await backend.stop()
+
+
+@pytest.fixture
+async def json_ws() -> AsyncIterator[Callable[..., Awaitable[JsonWebSocket]]]:
+    """Opens ``JsonWebSocket`` clients (``await json_ws(url, headers)``), all closed at
+    teardown (a socket left to the garbage collector warns in whichever test runs next)."""
+    opened: list[JsonWebSocket] = []
+
+    async def open_one(url: str, headers: dict[str, str] | None = None) -> JsonWebSocket:
+        client = await open_json_websocket(url, additional_headers=headers or {})
+        opened.append(client)
+        return client
+
+    yield open_one
+    for client in opened:
+        await client.close()

@@ -1,5 +1,5 @@
 """End to end: the real centrifuge-js client (npm ``centrifuge``) under Node calls RPCs that
-Tidings hands to a backend's rpc hook over HTTP (``HookBackend``, aiohttp in the test process).
+Tidings hands to a hook_backend's rpc hook over HTTP (``HookBackend``, aiohttp in the test process).
 
 The Node side is ``tests/e2e/node/hooks_rpc.mjs``; it prints one JSON line with what it saw.
 """
@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,20 +23,13 @@ SCRIPT = NODE_DIR / "hooks_rpc.mjs"
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[HookBackend]:
-    hooks = await HookBackend().start()
-    yield hooks
-    await hooks.stop()
-
-
-@pytest.fixture
-def hooked(tidings_server: ServerFactory, backend: HookBackend) -> ServerProcess:
-    """A server with every hook wired to the backend over HTTP."""
-    return tidings_server(hook_config(backend.endpoint))
+def hooked(tidings_server: ServerFactory, hook_backend: HookBackend) -> ServerProcess:
+    """A server with every hook wired to the hook_backend over HTTP."""
+    return tidings_server(hook_config(hook_backend.endpoint))
 
 
 async def _run_node(server: ServerProcess, token: str) -> dict[str, Any]:
-    """Run the script; the backend answers the hooks on this loop meanwhile, so the process is
+    """Run the script; the hook_backend answers the hooks on this loop meanwhile, so the process is
     awaited, not waited for."""
     node = shutil.which("node")
     assert node is not None, "node is required for the Node e2e tests"
@@ -66,10 +58,10 @@ async def _run_node(server: ServerProcess, token: str) -> dict[str, Any]:
 
 
 async def test_node_client_rpc_through_the_hook(hooked: ServerProcess,
-                                                backend: HookBackend) -> None:
+                                                hook_backend: HookBackend) -> None:
     out = await _run_node(hooked, make_token("42"))
     assert out["sum"] == {"sum": 9}
     assert out["refused"] == {"code": 104, "message": "method not found", "temporary": False}
     assert "refusedData" not in out
-    assert backend.calls["rpc"] == 2
-    assert backend.calls["connect"] == 0  # a token connect never asks the connect hook
+    assert hook_backend.calls["rpc"] == 2
+    assert hook_backend.calls["connect"] == 0  # a token connect never asks the connect hook

@@ -1,101 +1,88 @@
 """Backend hooks end to end: one test body per scenario, run with the hooks over HTTP (a real
-aiohttp backend) and in process (``python:`` endpoints inside the server). The client is a
+aiohttp hook_backend) and in process (``python:`` endpoints inside the server). The client is a
 bare JSON WebSocket, so every code it sees is checked as sent."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from tests.support.api import api_result
 from tests.support.hookapp import HookBackend, hook_config, python_endpoint
-from tests.support.raw import JsonWebSocket, open_json_websocket
+from tests.support.raw import JsonWebSocket
 from tests.support.server import ServerProcess, make_token
 from tests.support.timing import T
 
 Factory = Any
 
 
-@pytest.fixture
-async def backend() -> AsyncIterator[HookBackend]:
-    hooks = await HookBackend().start()
-    yield hooks
-    await hooks.stop()
-
-
 @pytest.fixture(params=["http", "python"])
 async def hooked(request: pytest.FixtureRequest, tidings_server: Factory,
-                 backend: HookBackend) -> ServerProcess:
-    """A server whose hooks are the backend's (http) or the same functions in process."""
-    endpoint = backend.endpoint if request.param == "http" else python_endpoint
+                 hook_backend: HookBackend) -> ServerProcess:
+    """A server whose hooks are the hook_backend's (http) or the same functions in process."""
+    endpoint = hook_backend.endpoint if request.param == "http" else python_endpoint
     overrides = hook_config(endpoint)
     overrides["client"].update({"expired_close_delay": "0s", "expired_sub_close_delay": "0s"})
     server: ServerProcess = tidings_server(overrides)
     return server
 
 
-OPENED: list[JsonWebSocket] = []
+Opener = Callable[..., Awaitable[JsonWebSocket]]
 
 
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().close()
-
-
-async def ws(server: ServerProcess, user: str = "alice") -> JsonWebSocket:
+async def ws(json_ws: Opener, server: ServerProcess, user: str = "alice") -> JsonWebSocket:
     headers = {"Cookie": f"theme=dark; user={user}"} if user else {}
-    client = await open_json_websocket(server.ws_url, additional_headers=headers)
-    OPENED.append(client)
-    return client
+    return await json_ws(server.ws_url, headers)
 
 
-async def connected(server: ServerProcess, user: str = "alice", **connect: Any
+async def connected(json_ws: Opener, server: ServerProcess, user: str = "alice", **connect: Any
                     ) -> tuple[JsonWebSocket, dict[str, Any]]:
-    client = await ws(server, user)
+    client = await ws(json_ws, server, user)
     reply = await client.command(connect={"name": "test", **connect})
     assert "connect" in reply, reply
     return client, reply["connect"]
 
 
-async def test_connect_hook_authenticates_from_the_cookie(hooked: ServerProcess) -> None:
-    client, result = await connected(hooked)
+async def test_connect_hook_authenticates_from_the_cookie(
+        json_ws: Opener, hooked: ServerProcess) -> None:
+    client, result = await connected(json_ws, hooked)
     assert result["data"] == {"welcome": "alice", "client_name": "test"}
     assert "news" in result["subs"]  # channels from the hook: subscribed server-side
     who = await client.command(rpc={"method": "whoami"})
     assert who["rpc"]["data"] == {"user": "alice", "meta": {"tenant": "t1", "expiring": False}}
     # A token wins over the hook: the user is the token's.
-    other = await ws(hooked, "")
+    other = await ws(json_ws, hooked, "")
     await other.connect(make_token("42"))
     who = await other.command(rpc={"method": "whoami"})
     assert who["rpc"]["data"]["user"] == "42"
 
 
 @pytest.mark.parametrize(("mode", "code"), [("error", 1403), ("crash", 100), ("slow", 100)])
-async def test_connect_hook_errors_reach_the_client(hooked: ServerProcess, mode: str,
+async def test_connect_hook_errors_reach_the_client(
+        json_ws: Opener, hooked: ServerProcess, mode: str,
                                                     code: int) -> None:
-    client = await ws(hooked)
+    client = await ws(json_ws, hooked)
     reply = await client.command(connect={"data": {"mode": mode}})
     assert reply["error"]["code"] == code, reply
     assert reply["error"].get("temporary", False) is (code == 100)
 
 
-async def test_connect_hook_disconnects(hooked: ServerProcess) -> None:
-    client = await ws(hooked)
+async def test_connect_hook_disconnects(json_ws: Opener, hooked: ServerProcess) -> None:
+    client = await ws(json_ws, hooked)
     await client.send('{"id":1,"connect":{"data":{"mode":"disconnect"}}}')
     assert await client.expect_close() == (4501, "unauthorized")
-    nobody = await ws(hooked, "")  # no cookie: the hook says 4501 as well
+    nobody = await ws(json_ws, hooked, "")  # no cookie: the hook says 4501 as well
     await nobody.send('{"id":1,"connect":{}}')
     assert (await nobody.expect_close())[0] == 4501
 
 
-async def test_subscribe_hook_allows_enriches_and_refuses(hooked: ServerProcess) -> None:
-    client, _ = await connected(hooked)
+async def test_subscribe_hook_allows_enriches_and_refuses(
+        json_ws: Opener, hooked: ServerProcess) -> None:
+    client, _ = await connected(json_ws, hooked)
     ok = await client.command(subscribe={"channel": "hooked:room"})
     assert ok["subscribe"]["data"] == {"motd": "hello alice"}, ok
     refused = await client.command(subscribe={"channel": "hooked:secret"})
@@ -113,10 +100,10 @@ async def test_subscribe_hook_allows_enriches_and_refuses(hooked: ServerProcess)
     assert private["error"]["code"] == 103  # private channels never reach the hook
 
 
-async def test_publish_hook_rewrites_and_rejects(hooked: ServerProcess) -> None:
-    reader, _ = await connected(hooked, "bob")
+async def test_publish_hook_rewrites_and_rejects(json_ws: Opener, hooked: ServerProcess) -> None:
+    reader, _ = await connected(json_ws, hooked, "bob")
     await reader.command(subscribe={"channel": "hooked:chat"})
-    writer, _ = await connected(hooked)
+    writer, _ = await connected(json_ws, hooked)
     ok = await writer.command(publish={"channel": "hooked:chat", "data": {"text": "hi"}})
     assert ok == {"id": 2, "publish": {}}, ok
     pub = await reader.push("pub", "hooked:chat")
@@ -131,8 +118,8 @@ async def test_publish_hook_rewrites_and_rejects(hooked: ServerProcess) -> None:
     assert len(history["publications"]) == 2  # the refused one is nowhere
 
 
-async def test_rpc_routing_and_answers(hooked: ServerProcess) -> None:
-    client, _ = await connected(hooked)
+async def test_rpc_routing_and_answers(json_ws: Opener, hooked: ServerProcess) -> None:
+    client, _ = await connected(json_ws, hooked)
     total = await client.command(rpc={"method": "math:sum", "data": {"numbers": [1, 2, 3]}})
     assert total["rpc"]["data"] == {"sum": 6}
     assert await client.command(rpc={"method": "ping"}) == {"id": 3, "rpc": {}}
@@ -146,10 +133,10 @@ async def test_rpc_routing_and_answers(hooked: ServerProcess) -> None:
     assert dead["error"] == {"code": 100, "message": "internal server error", "temporary": True}
 
 
-async def test_a_slow_hook_keeps_command_order_and_stalls_nobody_else(
+async def test_a_slow_hook_keeps_command_order_and_stalls_nobody_else(json_ws: Opener,
         hooked: ServerProcess) -> None:
-    slow, _ = await connected(hooked)
-    fast, _ = await connected(hooked, "bob")
+    slow, _ = await connected(json_ws, hooked)
+    fast, _ = await connected(json_ws, hooked, "bob")
     started = time.monotonic()
     await slow.send('{"id":2,"rpc":{"method":"x","data":{"mode":"slow"}}}\n'
                     '{"id":3,"rpc":{"method":"math:sum","data":{"numbers":[1]}}}')
@@ -160,8 +147,8 @@ async def test_a_slow_hook_keeps_command_order_and_stalls_nobody_else(
     assert first["error"]["code"] == 100 and second["rpc"]["data"] == {"sum": 1}
 
 
-async def test_refresh_hook_extends_then_expires(hooked: ServerProcess) -> None:
-    client, result = await connected(hooked, data={"mode": "expiring"})
+async def test_refresh_hook_extends_then_expires(json_ws: Opener, hooked: ServerProcess) -> None:
+    client, result = await connected(json_ws, hooked, data={"mode": "expiring"})
     assert result.get("expires") is None  # the server refreshes, not the client
     started = time.monotonic()
     # Extended once at ~2 s (to ~4 s), then the hook says expired: 3005.
@@ -169,6 +156,6 @@ async def test_refresh_hook_extends_then_expires(hooked: ServerProcess) -> None:
     assert code == 3005
     assert time.monotonic() - started > 3.0
     # With a refresh hook the client must not refresh itself: 3501.
-    again, _ = await connected(hooked)
+    again, _ = await connected(json_ws, hooked)
     await again.send(json.dumps({"id": 2, "refresh": {"token": make_token("alice")}}))
     assert (await again.expect_close())[0] == 3501

@@ -1,5 +1,5 @@
-"""Backend hooks over HTTP: every way a backend can fail, and what the client sees for each
-(PROXY.md §3.4, §3.5); header forwarding; the server-side subscription refresh. The backend
+"""Backend hooks over HTTP: every way a hook_backend can fail, and what the client sees for each
+(PROXY.md §3.4, §3.5); header forwarding; the server-side subscription refresh. The hook_backend
 is a real aiohttp server on loopback (``HookBackend``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,7 +16,7 @@ import pytest
 from tests.support.api import api_publish, api_result
 from tests.support.hookapp import HookBackend, hook_config
 from tests.support.probe import rss_mib
-from tests.support.raw import JsonLines, JsonWebSocket, open_json_websocket
+from tests.support.raw import JsonLines, JsonWebSocket
 from tests.support.server import ServerProcess, deep_merge
 from tests.support.timing import T, eventually
 
@@ -28,15 +28,8 @@ TRANSFORMS: dict[str, Any] = {"http": {"status_to_code_transforms": [
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[HookBackend]:
-    hooks = await HookBackend().start()
-    yield hooks
-    await hooks.stop()
-
-
-@pytest.fixture
-def srv(tidings_server: Factory, backend: HookBackend) -> ServerProcess:
-    overrides = deep_merge(hook_config(backend.endpoint), {
+def srv(tidings_server: Factory, hook_backend: HookBackend) -> ServerProcess:
+    overrides = deep_merge(hook_config(hook_backend.endpoint), {
         "client": {"proxy": {"connect": {"http": {**TRANSFORMS["http"],
                                                   "static_headers": {"X-From": "tidings"}},
                                          "emulated_headers": ["X-Emulated"]}},
@@ -47,21 +40,11 @@ def srv(tidings_server: Factory, backend: HookBackend) -> ServerProcess:
     return server
 
 
-OPENED: list[JsonWebSocket] = []
+Opener = Callable[..., Awaitable[JsonWebSocket]]
 
 
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().close()
-
-
-async def ws(server: ServerProcess, user: str = "alice") -> JsonWebSocket:
-    client = await open_json_websocket(server.ws_url, additional_headers={
-        "Cookie": f"user={user}", "X-Not-Listed": "secret"})
-    OPENED.append(client)
-    return client
+async def ws(json_ws: Opener, server: ServerProcess, user: str = "alice") -> JsonWebSocket:
+    return await json_ws(server.ws_url, {"Cookie": f"user={user}", "X-Not-Listed": "secret"})
 
 
 INTERNAL = {"code": 100, "message": "internal server error", "temporary": True}
@@ -73,11 +56,12 @@ INTERNAL = {"code": 100, "message": "internal server error", "temporary": True}
     ("status403", {"code": 403, "message": "forbidden"}),  # a status transform
     ("error", {"code": 1403, "message": "custom refusal"}),
 ])
-async def test_connect_failures(srv: ServerProcess, backend: HookBackend, mode: str,
+async def test_connect_failures(
+        json_ws: Opener, srv: ServerProcess, hook_backend: HookBackend, mode: str,
                                 expected: dict[str, Any]) -> None:
-    bystander = await ws(srv, "bob")
+    bystander = await ws(json_ws, srv, "bob")
     assert "connect" in await bystander.command(connect={})
-    client = await ws(srv)
+    client = await ws(json_ws, srv)
     await client.send(json.dumps({"id": 1, "connect": {"data": {"mode": mode}}}))
     # Meanwhile another connection is served at once.
     started = time.monotonic()
@@ -91,29 +75,30 @@ async def test_connect_failures(srv: ServerProcess, backend: HookBackend, mode: 
     assert srv.proc.poll() is None
 
 
-async def test_disconnect_answers(srv: ServerProcess) -> None:
+async def test_disconnect_answers(json_ws: Opener, srv: ServerProcess) -> None:
     for mode, expected in (("disconnect", (4501, "unauthorized")),
                            ("status401", (4501, "unauthorized"))):  # answer, transform
-        client = await ws(srv)
+        client = await ws(json_ws, srv)
         await client.send(json.dumps({"id": 1, "connect": {"data": {"mode": mode}}}))
         assert await client.expect_close() == expected
 
 
-async def test_headers_forwarded_as_configured(srv: ServerProcess, backend: HookBackend
+async def test_headers_forwarded_as_configured(
+        json_ws: Opener, srv: ServerProcess, hook_backend: HookBackend
                                                ) -> None:
-    client = await ws(srv)
+    client = await ws(json_ws, srv)
     await client.command(connect={"headers": {"X-Emulated": "e", "Cookie": "user=mallory"}})
-    sent = backend.headers["connect"]
+    sent = hook_backend.headers["connect"]
     assert sent["cookie"] == "user=alice"  # the real header wins over an emulated one
     assert sent["x-emulated"] == "e" and sent["x-from"] == "tidings"
     assert "x-not-listed" not in sent and sent["content-type"] == "application/json"
     await client.command(rpc={"method": "whoami"})
-    rpc_sent = backend.headers["rpc"]  # kept for the connection's later hooks
+    rpc_sent = hook_backend.headers["rpc"]  # kept for the connection's later hooks
     assert rpc_sent["cookie"] == "user=alice" and "x-emulated" not in rpc_sent
 
 
-async def test_unreachable_backend(srv: ServerProcess) -> None:
-    client = await ws(srv)
+async def test_unreachable_backend(json_ws: Opener, srv: ServerProcess) -> None:
+    client = await ws(json_ws, srv)
     await client.command(connect={})
     reply = await client.command(subscribe={"channel": "dead:room"})
     assert reply["error"] == INTERNAL
@@ -139,9 +124,10 @@ async def test_uni_transport_connect_failure_is_3004(srv: ServerProcess,
     assert message["connect"]["data"]["welcome"] == "alice"
 
 
-async def test_huge_and_garbage_answers_leave_memory_flat(srv: ServerProcess) -> None:
+async def test_huge_and_garbage_answers_leave_memory_flat(
+        json_ws: Opener, srv: ServerProcess) -> None:
     async def once(mode: str) -> None:
-        client = await ws(srv)
+        client = await ws(json_ws, srv)
         reply = await client.command(connect={"data": {"mode": mode}})
         assert reply["error"] == INTERNAL
         await client.close()
@@ -154,13 +140,13 @@ async def test_huge_and_garbage_answers_leave_memory_flat(srv: ServerProcess) ->
     assert srv.proc.poll() is None
 
 
-async def test_sub_refresh_hook_keeps_a_subscription(srv: ServerProcess,
-                                                     backend: HookBackend) -> None:
-    client = await ws(srv)
+async def test_sub_refresh_hook_keeps_a_subscription(json_ws: Opener, srv: ServerProcess,
+                                                     hook_backend: HookBackend) -> None:
+    client = await ws(json_ws, srv)
     await client.command(connect={})
     reply = await client.command(subscribe={"channel": "refreshed:expiring"})
     assert "expires" not in reply["subscribe"]  # the server refreshes it, not the client
-    assert await eventually(lambda: backend.calls["sub_refresh"] >= 1, within=T)
+    assert await eventually(lambda: hook_backend.calls["sub_refresh"] >= 1, within=T)
     # Still subscribed: a publication arrives, no unsubscribe came first.
     await api_publish(srv, "refreshed:expiring", {"still": "here"})
     await client.push("pub", "refreshed:expiring", data={"still": "here"})

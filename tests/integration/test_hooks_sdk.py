@@ -9,7 +9,6 @@ header, as a browser would (no emulated headers needed). Every wait is bounded (
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from centrifuge import ClientState, ReplyError
@@ -22,24 +21,17 @@ from tests.support.timing import T, eventually
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[HookBackend]:
-    hooks = await HookBackend().start()
-    yield hooks
-    await hooks.stop()
-
-
-@pytest.fixture
-def hooked(tidings_server: ServerFactory, backend: HookBackend) -> ServerProcess:
-    """A server with every hook wired to the backend over HTTP."""
-    overrides = hook_config(backend.endpoint)
+def hooked(tidings_server: ServerFactory, hook_backend: HookBackend) -> ServerProcess:
+    """A server with every hook wired to the hook_backend over HTTP."""
+    overrides = hook_config(hook_backend.endpoint)
     overrides["client"]["expired_close_delay"] = "0s"
     return tidings_server(overrides)
 
 
 async def test_rpc_through_the_hook_with_a_token_connection(
-        hooked: ServerProcess, backend: HookBackend, clients: Clients) -> None:
+        hooked: ServerProcess, hook_backend: HookBackend, clients: Clients) -> None:
     client, _ = await clients.connect(hooked, "42")
-    assert backend.calls["connect"] == 0  # a token connect never asks the connect hook
+    assert hook_backend.calls["connect"] == 0  # a token connect never asks the connect hook
     result = await client.rpc("math:sum", {"numbers": [1, 2, 3]})
     assert result.data == {"sum": 6}
     with pytest.raises(ReplyError) as refused:
@@ -47,12 +39,12 @@ async def test_rpc_through_the_hook_with_a_token_connection(
     assert (refused.value.code, refused.value.message) == (104, "method not found")
     who = await client.rpc("whoami", None)
     assert who.data == {"user": "42", "meta": None}  # no connect hook: no meta
-    assert backend.calls["rpc"] == 3
+    assert hook_backend.calls["rpc"] == 3
     assert client.state == ClientState.CONNECTED  # a refused rpc leaves the connection be
 
 
 async def test_publish_hook_rewrites_and_rejects_sdk_publications(
-        hooked: ServerProcess, backend: HookBackend, clients: Clients) -> None:
+        hooked: ServerProcess, hook_backend: HookBackend, clients: Clients) -> None:
     reader, _ = await clients.connect(hooked, "bob")
     _, reader_events, ctx = await clients.subscribe(reader, "hooked:chat")
     assert ctx.data == {"motd": "hello bob"}  # the subscribe hook's data
@@ -67,7 +59,7 @@ async def test_publish_hook_rewrites_and_rejects_sdk_publications(
     with pytest.raises(ReplyError) as refused:
         await sub.publish({"text": "spam!"})
     assert (refused.value.code, refused.value.message) == (1000, "spam is not allowed")
-    assert backend.calls["publish"] == 2
+    assert hook_backend.calls["publish"] == 2
     # Nothing of the refused one reached anybody: the next publication is the next one seen.
     await sub.publish({"text": "bye"})
     assert (await next_item(reader_events.publications)).data == {"text": "BYE", "by": "alice"}
@@ -76,13 +68,13 @@ async def test_publish_hook_rewrites_and_rejects_sdk_publications(
 
 
 async def test_sdk_authenticates_through_the_connect_hook_with_a_cookie(
-        hooked: ServerProcess, backend: HookBackend, clients: Clients) -> None:
+        hooked: ServerProcess, hook_backend: HookBackend, clients: Clients) -> None:
     client, events = clients.new(hooked, headers={"Cookie": "theme=dark; user=carol"})
     await client.connect()
     ctx = await next_item(events.connected)
     assert ctx.data == {"welcome": "carol", "client_name": "python"}
-    assert backend.calls["connect"] == 1
-    assert "user=carol" in backend.headers["connect"]["cookie"]  # sent on the handshake
+    assert hook_backend.calls["connect"] == 1
+    assert "user=carol" in hook_backend.headers["connect"]["cookie"]  # sent on the handshake
     news = await next_item(events.server_subscribed)
     assert news.channel == "news"  # the hook's channels: subscribed server-side
     who = await client.rpc("whoami", None)
@@ -90,7 +82,7 @@ async def test_sdk_authenticates_through_the_connect_hook_with_a_cookie(
 
 
 async def test_refresh_hook_extends_an_sdk_connection_then_expires_it(
-        hooked: ServerProcess, backend: HookBackend, clients: Clients) -> None:
+        hooked: ServerProcess, hook_backend: HookBackend, clients: Clients) -> None:
     client, events = clients.new(hooked, headers={"Authorization": "Bearer alice"},
                                  data={"mode": "expiring"})
     started = time.monotonic()
@@ -99,7 +91,7 @@ async def test_refresh_hook_extends_an_sdk_connection_then_expires_it(
     assert (await client.rpc("whoami", None)).data["user"] == "alice"
     # The connect hook set expire_at to now + 2 (whole seconds: 1-2 s away); at that expiry
     # the server asks the refresh hook, which extends the connection once, by 2 s.
-    assert await eventually(lambda: backend.calls["refresh"] == 1, within=T)
+    assert await eventually(lambda: hook_backend.calls["refresh"] == 1, within=T)
     # Up to 2.5 s after the start: past the first expiry (at most 2 s after the hook ran) and
     # before the second (over 3 s after it), the first connection is still up.
     with pytest.raises(TimeoutError):
@@ -113,9 +105,9 @@ async def test_refresh_hook_extends_an_sdk_connection_then_expires_it(
     expired = await next_item(events.connecting, lambda c: c.code == 3005, within=T)
     assert expired.reason == "connection expired"
     assert time.monotonic() - started > 3.0
-    assert backend.calls["refresh"] == 2
+    assert hook_backend.calls["refresh"] == 2
     again = await next_item(events.connected)
     assert again.client != first.client
     assert again.data == {"welcome": "alice", "client_name": "python"}
-    assert backend.calls["connect"] == 2
+    assert hook_backend.calls["connect"] == 2
     assert not [e for e in events.log if e.kind == "disconnected"]

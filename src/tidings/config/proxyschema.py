@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from tidings.config.tls import TLSConfig
+
 __all__ = [
     "ClientProxyConfig",
     "EnabledProxy",
@@ -43,17 +45,8 @@ class StatusTransform(_Base):
     to_disconnect: ToDisconnect = msgspec.field(default_factory=ToDisconnect)
 
 
-class ProxyTLSConfig(_Base):
-    enabled: bool = False
-    cert_pem_file: str = ""
-    key_pem_file: str = ""
-    server_ca_pem_file: str = ""
-    insecure_skip_verify: bool = False
-    server_name: str = ""
-
-
 class ProxyHttpConfig(_Base):
-    tls: ProxyTLSConfig = msgspec.field(default_factory=ProxyTLSConfig)
+    tls: TLSConfig = msgspec.field(default_factory=TLSConfig)
     static_headers: dict[str, str] = msgspec.field(default_factory=dict)
     status_to_code_transforms: list[StatusTransform] = msgspec.field(default_factory=list)
 

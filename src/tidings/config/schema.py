@@ -11,6 +11,7 @@ from tidings.config.proxyschema import (
     RpcConfig,
     UniDisconnectConfig,
 )
+from tidings.config.tls import TLSConfig
 
 __all__ = [
     "ChannelConfig",
@@ -261,13 +262,7 @@ class UniWebSocketConfig(_Base):
     message_size_limit: int = 65536
 
 
-class RedisTLSConfig(_Base):
-    enabled: bool = False
-    cert_pem_file: str = ""
-    key_pem_file: str = ""
-    server_ca_pem_file: str = ""
-    insecure_skip_verify: bool = False
-    server_name: str = ""
+RedisTLSConfig = TLSConfig  # the name it had before hooks shared it
 
 
 class RedisConfig(_Base):

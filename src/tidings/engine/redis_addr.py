@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tidings.config import RedisConfig
+from tidings.config.tls import client_context
 
 __all__ = [
     "REDIS_ERRORS",
@@ -114,14 +115,7 @@ def parse_address(address: str, cfg: RedisConfig) -> Endpoint:
 
 
 def ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
-    tls = cfg.tls
-    ctx = ssl.create_default_context(cafile=tls.server_ca_pem_file or None)
-    if tls.cert_pem_file:
-        ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file or None)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return client_context(cfg.tls)
 
 
 def client_kwargs(cfg: RedisConfig, ep: Endpoint) -> dict[str, Any]:

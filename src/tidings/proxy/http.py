@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import TypeVar
 
 import msgspec
 
-from tidings.config.proxyschema import ProxyConfig, ProxyTLSConfig
+from tidings.config.proxyschema import ProxyConfig
+from tidings.config.tls import client_context
 from tidings.protocol.proxyproto import Disconnect, Error
 from tidings.proxy import h1
 from tidings.proxy.base import CountedCaller, HookFailure, Who, forwarded
@@ -50,25 +50,15 @@ class HttpPool:
             self._pool = None
 
 
-def _ssl_context(tls: ProxyTLSConfig) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    ctx = ssl.create_default_context(cafile=tls.server_ca_pem_file or None)
-    if tls.cert_pem_file:
-        ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file or None)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class HttpCaller(CountedCaller):
     """One proxy object with an ``http(s)://`` endpoint."""
 
     def __init__(self, name: str, config: ProxyConfig, pool: HttpPool) -> None:
         super().__init__(name, config)
         self._pool = pool
-        self._endpoint = h1.Endpoint(config.endpoint, _ssl_context(config.http.tls))
+        self._endpoint = h1.Endpoint(
+            config.endpoint,
+            client_context(config.http.tls) if config.http.tls.enabled else None)
         self._static = {k.lower(): v for k, v in config.http.static_headers.items()}
         self._transforms = {t.status_code: t for t in config.http.status_to_code_transforms}
 
