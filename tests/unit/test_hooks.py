@@ -4,6 +4,7 @@ Centrifugo's proxies are, plain and ``async`` functions, and what a broken hook 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -241,3 +242,45 @@ async def test_answers_are_checked_as_over_http(server: InProcessServer) -> None
         await settle()
         seen[mode] = ws.close_code() or ws.reply(cmd_id)["error"]["code"]
     assert seen == {"not-a-string-user": 100, "code-out-of-range": 100, "bad-close-code": 3004}
+
+
+SEEN: list[PublishRequest] = []
+
+
+async def binary_publish(req: PublishRequest) -> PublishResult:
+    """A publish hook for ``binary_encoding``: payloads travel as base64 both ways."""
+    SEEN.append(req)
+    return PublishResult(b64data=base64.b64encode(b'{"from":"b64"}').decode())
+
+
+async def test_binary_encoding_and_user_limited_channels() -> None:
+    SEEN.clear()
+    async with in_process_server({
+        "channel": {"proxy": {"publish": {
+            "endpoint": "python:tests.unit.test_hooks:binary_publish", "binary_encoding": True}},
+            "namespaces": [{"name": "bin", "publish_proxy_enabled": True,
+                            "subscribe_proxy_enabled": True,
+                            "allow_user_limited_channels": True}]},
+        "client": {"ping_interval": "0s"},
+    }) as srv:
+        asked: list[str] = []
+
+        async def subscribe(req: SubscribeRequest) -> SubscribeResult:
+            asked.append(req.channel)
+            return SubscribeResult()
+
+        srv.node.hooks.set("subscribe", subscribe)
+        ws = await websocket(srv, make_token("7"))
+        mine = ws.command(subscribe={"channel": "bin:room#7"})  # user-limited: the rules
+        other = ws.command(subscribe={"channel": "bin:room#8"})
+        hooked = ws.command(subscribe={"channel": "bin:room"})
+        await settle()
+        assert "subscribe" in ws.reply(mine) and ws.reply(other)["error"]["code"] == 103
+        assert "subscribe" in ws.reply(hooked) and asked == ["bin:room"]
+        ws.command(publish={"channel": "bin:room", "data": {"text": "hi"}})
+        await settle()
+        req = SEEN[0]
+        assert (req.encoding, req.data) == ("binary", None)
+        assert json.loads(base64.b64decode(req.b64data)) == {"text": "hi"}
+        pubs = [p["pub"]["data"] for p in ws.pushes() if "pub" in p]
+        assert pubs == [{"from": "b64"}]
