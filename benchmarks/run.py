@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -69,6 +70,7 @@ class Target:
     transport: str = "ws"  # loadgen --transport: ws, uni_http_stream, uni_sse (S8)
     body: str = ""  # uni_http_stream request body ("{tok}" replaced)
     token_channels: bool = False  # JWTs carry "channels": ["bench<i % channels>"] (uni streams)
+    scrape: str = ""  # a path GET once a second while the target runs (e.g. /metrics)
 
 
 TIDINGS_CONFIG = {
@@ -94,6 +96,19 @@ def tidings_target(config_path: Path) -> Target:
         pub_headers=["X-API-Key: bench", "Content-Type: application/json"],
         jwt=True,
     )
+
+
+def metrics_target(config_path: Path) -> Target:
+    """Tidings with ``prometheus.enabled``, scraped once a second the way Prometheus would
+    (the node always counts; this adds serving /metrics under load)."""
+    cfg = json.loads(json.dumps(TIDINGS_CONFIG))
+    cfg["prometheus"] = {"enabled": True}
+    path = config_path.with_name("tidings-bench-metrics.json")
+    path.write_text(json.dumps(cfg))
+    target = tidings_target(path)
+    target.name = "tidings+metrics"
+    target.scrape = "/metrics"
+    return target
 
 
 def baseline_target(config_path: Path, ref: str) -> Target:
@@ -191,6 +206,9 @@ class Running:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.port = free_port()
+        self.scrapes = 0
+        self._stopping = threading.Event()
+        self._scraper: threading.Thread | None = None
         cmd = ["taskset", "-c", SERVER_CORE] + [c.replace("{port}", str(self.port))
                                                  for c in target.cmd]
         env = {**os.environ, **target.env}
@@ -204,9 +222,25 @@ class Running:
             if isinstance(exc, RuntimeError):
                 raise RuntimeError(f"{exc}; output: {output[-1000:]}") from None
             raise
+        if target.scrape:
+            self._scraper = threading.Thread(target=self._scrape_forever, daemon=True)
+            self._scraper.start()
+
+    def _scrape_forever(self) -> None:
+        url = f"http://127.0.0.1:{self.port}{self.target.scrape}"
+        while not self._stopping.wait(1.0):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    resp.read()
+                self.scrapes += 1
+            except OSError:
+                pass
 
     def stop(self) -> str:
         """Stop the target (its whole process group); returns what it wrote to stdout/stderr."""
+        self._stopping.set()
+        if self._scraper is not None:
+            self._scraper.join(10)
         stop_group(self.proc)
         if self.log.closed:
             return ""
@@ -760,7 +794,7 @@ def main() -> int:
         subprocess.run(["bash", str(HERE / "peers" / "install.sh")], check=True)
     cfg = Path(tempfile.gettempdir()) / "tidings-bench.json"
     cfg.write_text(json.dumps(TIDINGS_CONFIG))
-    targets = [tidings_target(cfg), raw_target(), *peer_targets()]
+    targets = [tidings_target(cfg), metrics_target(cfg), raw_target(), *peer_targets()]
     refs = [ref for ref in args.baseline.split(",") if ref]
     for i, ref in enumerate(refs):
         targets.insert(1 + i, baseline_target(cfg, ref))

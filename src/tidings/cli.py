@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import time
 from typing import Any
 
-from tidings import __version__
-from tidings.config import ConfigError, load_config
+from tidings import __version__, logs
+from tidings.config import Config, ConfigError, load_config
 from tidings.config.validate import require_hook_endpoints
 
 __all__ = ["main"]
@@ -20,13 +21,11 @@ __all__ = ["main"]
 log = logging.getLogger("tidings")
 
 
-def _setup_logging(level: str) -> None:
-    lvl = {"none": logging.CRITICAL + 10, "warn": logging.WARNING}.get(level.lower())
-    logging.basicConfig(
-        level=lvl if lvl is not None else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+def _setup_logging(config: Config) -> None:
+    """``log.*``; every line names the node (``node.name``, else the host name, as the node
+    itself does)."""
+    node = config.node.name or socket.gethostname()
+    logs.setup(config.log.level, fmt=config.log.format, file=config.log.file, node=node)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -36,7 +35,7 @@ def _load(args: argparse.Namespace) -> Any:
     if getattr(args, "port", None) is not None:
         overrides.setdefault("http_server", {})["port"] = args.port
     if getattr(args, "log_level", None):
-        overrides["log_level"] = args.log_level
+        overrides["log"] = {"level": args.log_level}
     config, warnings = load_config(args.config, overrides=overrides or None)
     require_hook_endpoints(config)  # no hooks are set in code here
     from tidings.core.hooks import Hooks
@@ -56,7 +55,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if port_zero:
         config.http_server.port = 0
-    _setup_logging(config.log_level)
+    try:
+        _setup_logging(config)
+    except OSError as exc:
+        print(f"tidings: cannot open log.file {config.log.file!r}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
     for warning in warnings:
         log.warning("%s", warning)
     key = config.client.token.hmac_secret_key
@@ -67,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("http_api.key is empty: the server API rejects every request (401)")
     from tidings.server import run
 
-    run(config)
+    run(config, config_path=args.config or "")
     return 0
 
 
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(serve)
     serve.add_argument("--host", help="listen address (http_server.address)")
     serve.add_argument("--port", type=int, help="listen port (http_server.port); 0 = any free")
-    serve.add_argument("--log-level", help="debug, info, warning, error or none")
+    serve.add_argument("--log-level", help="log.level: trace, debug, info, warn, error or none")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("checkconfig", help="validate a config file")

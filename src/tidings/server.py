@@ -15,11 +15,13 @@ import resource
 import signal
 import socket
 
+from tidings import __version__, logs
 from tidings.api.handlers import ApiHandler
-from tidings.config import Config
+from tidings.config import Config, HttpServerConfig
 from tidings.core.node import Node
 from tidings.engine import make_engine
 from tidings.transports.http import HttpProtocol, ServerState
+from tidings.transports.routes import EVERY, INTERNAL, PUBLIC
 
 __all__ = ["Server", "run"]
 
@@ -27,8 +29,9 @@ log = logging.getLogger("tidings.server")
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, config_path: str = "") -> None:
         self.config = config
+        self.config_path = config_path  # for the start-up line only
         self.node = Node(config, make_engine(config))
         self.api = ApiHandler(self.node)
         self.state = ServerState(self.node, self.api)
@@ -36,6 +39,7 @@ class Server:
         self._stop = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self.port = config.http_server.port
+        self.internal_port: int | None = None  # the internal listener's, when there is one
 
     async def start(self) -> None:
         raise_open_files_limit()
@@ -43,19 +47,40 @@ class Server:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(self.state.sweep_forever())
         cfg = self.config.http_server
-        server = await loop.create_server(
-            lambda: HttpProtocol(self.state), host=cfg.address or None, port=cfg.port,
+        internal = internal_address(cfg)
+        if internal is not None:  # first: its line is out before the main one (the harness)
+            self.internal_port = await self._listen(*internal, INTERNAL)
+            logging.getLogger(logs.STARTUP_LOGGER).info(
+                "tidings internal listener on http://%s:%d", internal[0] or "0.0.0.0",
+                self.internal_port)
+        self.port = await self._listen(cfg.address, cfg.port,
+                                       EVERY if internal is None else PUBLIC)
+        host = cfg.address or "0.0.0.0"
+        main = f"http://{host}:{self.port}"
+        listeners = [main]
+        if internal is not None:
+            listeners.append(f"http://{internal[0] or '0.0.0.0'}:{self.internal_port}")
+        # The test harness, scripts and humans read this line: keep it starting with
+        # "tidings listening on http://HOST:PORT". INFO, as Centrifugo's start-up lines, on a
+        # logger that shows it at every log.level but none (logs.STARTUP_LOGGER).
+        logging.getLogger(logs.STARTUP_LOGGER).info(
+            "tidings listening on %s", main,
+            extra={"version": __version__, "engine": self.config.engine.type,
+                   "config": self.config_path, "listeners": ",".join(listeners),
+                   "node_id": self.node.id})
+
+    async def _listen(self, host: str, port: int, listener: int) -> int:
+        """Serve the routes ``listener`` names on host:port; returns the bound port."""
+        server = await asyncio.get_running_loop().create_server(
+            lambda: HttpProtocol(self.state, listener), host=host or None, port=port,
             reuse_address=True, backlog=4096,
         )
         self._servers.append(server)
-        sock = server.sockets[0]
-        self.port = sock.getsockname()[1]
         for s in server.sockets:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        host = cfg.address or "0.0.0.0"
-        # The test harness and humans read this line; keep its shape.
-        log.warning("tidings listening on http://%s:%d", host, self.port)
+        bound: int = server.sockets[0].getsockname()[1]
+        return bound
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -86,6 +111,18 @@ class Server:
         log.warning("stopped")
 
 
+def internal_address(cfg: HttpServerConfig) -> tuple[str, int] | None:
+    """Where the internal listener binds, or None when the main one serves every route
+    (as in Centrifugo, an unset internal address or port is the main one)."""
+    if not cfg.internal_address and not cfg.internal_port:
+        return None
+    host = cfg.internal_address or cfg.address
+    port = int(cfg.internal_port) if cfg.internal_port else cfg.port
+    if (host, port) == (cfg.address, cfg.port) and port != 0:
+        return None
+    return host, port
+
+
 def raise_open_files_limit() -> None:
     """Each connection is a descriptor: raise the soft RLIMIT_NOFILE to the hard limit (as
     Go programs such as Centrifugo get from their runtime), so a node with the common
@@ -104,8 +141,8 @@ def raise_open_files_limit() -> None:
     log.info("open files limit raised from %d to %d", soft, target)
 
 
-async def _main(config: Config) -> None:
-    server = Server(config)
+async def _main(config: Config, config_path: str) -> None:
+    server = Server(config, config_path=config_path)
     await server.start()
     # Long-lived start-up objects never become garbage: keep the collector off them.
     gc.collect()
@@ -116,10 +153,10 @@ async def _main(config: Config) -> None:
     await server.serve_until_stopped()
 
 
-def run(config: Config) -> None:
+def run(config: Config, *, config_path: str = "") -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-        asyncio.run(_main(config))
+        asyncio.run(_main(config, config_path))
         return
-    uvloop.run(_main(config))
+    uvloop.run(_main(config, config_path))

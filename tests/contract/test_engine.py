@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import msgspec
 
 from tests.support.engine import EngineEnv
@@ -201,3 +204,20 @@ async def test_publish_options_delta_reaches_handlers_but_not_history(
     assert not any(p.delta for _, p, _ in engine_env.events.publications)
     pubs, _ = await engine.history("d", options=engine_env.opts, limit=-1)
     assert [(p.offset, p.delta) for p in pubs] == [(1, False), (2, False)]
+
+
+async def test_a_started_engine_is_ready_and_a_cancelled_check_harms_nothing(
+    engine_env: EngineEnv,
+) -> None:
+    engine = engine_env.engine
+    async with asyncio.timeout(1.0):
+        await engine.ready()
+    check = asyncio.ensure_future(engine.ready())
+    await asyncio.sleep(0)  # under way (a PING sent) when
+    check.cancel()  # a caller's deadline passes: the engine keeps working
+    with contextlib.suppress(asyncio.CancelledError):
+        await check
+    position, _ = await engine.publish("r", pub(1), engine_env.stream)
+    assert position.offset == 1
+    async with asyncio.timeout(1.0):
+        await engine.ready()

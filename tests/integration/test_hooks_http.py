@@ -106,7 +106,7 @@ async def test_unreachable_backend(json_ws: Opener, srv: ServerProcess) -> None:
                                               "data": {"numbers": [1]}})
     # The node counts each caller's calls and failures (info; metrics read the same).
     [node] = (await api_result(srv, "info", {}))["nodes"]
-    assert node["hooks"]["proxy/dead"]["failures"] == 1
+    assert node["hooks"]["subscribe/dead"]["failures"] == 1
     assert node["hooks"]["rpc/default"]["calls"] == 1
     assert node["hooks"]["connect/default"]["inflight"] == 0
 

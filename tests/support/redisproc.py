@@ -22,10 +22,8 @@ for slow machines (tests/support/timing.py).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -38,6 +36,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support.procs import LIVE, stop_process
 from tests.support.timing import TIMEOUT_FACTOR
 
 __all__ = [
@@ -62,19 +61,6 @@ CLUSTER_NODE_ARGS = (
     *("--cluster-node-timeout", "2000"),
 )
 
-# Processes started by this module and not yet reaped; killed at interpreter exit so that an
-# aborted test run (a failing fixture, Ctrl-C) never leaves redis-server processes behind.
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for proc in list(_LIVE):
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        _LIVE.discard(proc)
 
 
 class RedisProcessError(RuntimeError):
@@ -240,7 +226,7 @@ class _Process(_Started):
                 stderr=subprocess.STDOUT,
             )
         self._proc = proc
-        _LIVE.add(proc)
+        LIVE.add(proc)
         try:
             self._wait_ready()
         except BaseException:
@@ -253,16 +239,7 @@ class _Process(_Started):
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-        _LIVE.discard(proc)
+        stop_process(proc, STOP_TIMEOUT)
         self._proc = None
 
     def kill(self) -> None:
@@ -274,7 +251,7 @@ class _Process(_Started):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             proc.wait()
-        _LIVE.discard(proc)
+        LIVE.discard(proc)
         self._proc = None
 
     def restart(self) -> Self:

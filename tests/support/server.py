@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -104,10 +105,17 @@ class ServerProcess:
     log_lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
+    internal: str = ""  # HOST:PORT of the internal listener (http_server.internal_port)
 
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        """The internal listener (/metrics, /health, /ready, the API unless external)."""
+        assert self.internal, "started without http_server.internal_port/internal_address"
+        return f"http://{self.internal}"
 
     @property
     def ws_url(self) -> str:
@@ -185,17 +193,20 @@ def start_server(
     )
     assert proc.stdout is not None
     lines: list[str] = []
+    internal = ""
     deadline = time.monotonic() + 15 * TIMEOUT_FACTOR
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
-        marker = "listening on http://"
-        if marker in line:
-            hostport = line.split(marker, 1)[1].split()[0].rstrip("/")
-            host, port = hostport.rsplit(":", 1)
-            server = ServerProcess(proc, host, int(port), config, lines)
+        # "tidings internal listener on http://HOST:PORT" comes first, when there is one
+        if m := re.search(r"internal listener on http://([^\s\",/]+:\d+)", line):
+            internal = m.group(1)
+        # "tidings listening on http://HOST:PORT", in a text line or a JSON one (log.format)
+        if m := re.search(r"listening on http://([^\s\",/]+):(\d+)", line):
+            host, port = m.group(1), m.group(2)
+            server = ServerProcess(proc, host, int(port), config, lines, internal=internal)
             _drain_in_background(server)
             return server
     proc.kill()

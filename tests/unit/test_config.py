@@ -74,7 +74,7 @@ def test_defaults() -> None:
     assert channel.namespaces == []
     assert channel.without_namespace.presence is False
     assert channel.without_namespace.history_enabled is False
-    assert (config.engine.type, config.log_level) == ("memory", "info")
+    assert (config.engine.type, config.log.level, config.log.format) == ("memory", "info", "text")
     assert config == Config()
 
 
@@ -484,3 +484,39 @@ def test_bad_redis_config_names_key(redis: dict[str, Any], needle: str) -> None:
 
 def test_presence_manager_needs_redis_engine() -> None:
     assert "presence_manager" in _error({"presence_manager": {"enabled": True}})
+
+
+def test_internal_listener_and_prometheus_keys() -> None:
+    config, warnings = config_from_dict({
+        "http_server": {"internal_address": "10.0.0.1", "internal_port": 9000},
+        "http_api": {"external": True},
+        "prometheus": {"enabled": True, "handler_prefix": "/prom",
+                       "instrument_http_handlers": True,
+                       "recovered_publications_histogram": True},
+    })
+    assert warnings == []
+    assert config.http_server.internal_port == "9000"  # a string, as in Centrifugo
+    assert config.http_server.internal_address == "10.0.0.1"
+    assert config.http_api.external and config.prometheus.enabled
+    defaults = Config()
+    assert (defaults.http_server.internal_port, defaults.http_api.external) == ("", False)
+    assert (defaults.prometheus.enabled, defaults.prometheus.handler_prefix) == (False,
+                                                                                 "/metrics")
+    env = config_from_env({"TIDINGS_HTTP_SERVER_INTERNAL_PORT": "9001",
+                           "TIDINGS_PROMETHEUS_ENABLED": "true"})
+    assert env == {"http_server": {"internal_port": "9001"}, "prometheus": {"enabled": True}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"http_server": {"internal_port": "x"}}, "http_server.internal_port"),
+        ({"http_server": {"internal_port": 70000}}, "http_server.internal_port"),
+        ({"prometheus": {"handler_prefix": "metrics"}}, "prometheus.handler_prefix"),
+        ({"prometheus": {"handler_prefix": "/api/metrics"}}, "prometheus.handler_prefix"),
+        ({"prometheus": {"handler_prefix": "/health"}}, "prometheus.handler_prefix"),
+    ],
+)
+def test_bad_internal_listener_or_metrics_path_names_key(raw: dict[str, Any],
+                                                         needle: str) -> None:
+    assert needle in _error(raw)

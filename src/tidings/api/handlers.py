@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -133,10 +134,15 @@ def _bad_request(exc: Exception) -> tuple[int, bytes]:
     return 400, f"Bad Request: {problem}\n".encode()
 
 
+METHODS = frozenset({"publish", "broadcast", "subscribe", "unsubscribe", "disconnect", "refresh",
+                     "presence", "presence_stats", "history", "history_remove", "channels",
+                     "info", "rpc", "batch"})
+
+
 class ApiHandler:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._methods: dict[str, Handler] = {
+        self._methods: dict[str, Handler] = {  # the names are METHODS below
             "publish": self.publish,
             "broadcast": self.broadcast,
             "subscribe": self.subscribe,
@@ -187,20 +193,34 @@ class ApiHandler:
         handler = self._methods.get(method)
         if handler is None:
             err: ReplyError = ErrorCode.METHOD_NOT_FOUND
+            self.node.counts.api_errors["unknown", str(err.code)] += 1
             return self._error_response(err, transport_errors)
         try:
-            result = await self._call_handler(handler, body or b"{}")
+            result = await self._call_handler(method, handler, body or b"{}")
         except ReplyError as exc:
             return self._error_response(exc, transport_errors)
         return 200, _json.encode({"result": result})
 
-    @staticmethod
-    async def _call_handler(handler: Handler, body: bytes) -> Any:
+    async def _call_handler(self, method: str, handler: Handler, body: bytes) -> Any:
+        """Run one API method, timed and its errors counted (/metrics)."""
+        counts = self.node.counts
+        started = time.perf_counter()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("API call", extra={"method": method})
         try:
             return await handler(body)
         except EngineError as exc:
-            log.warning("API call failed, engine unavailable: %s", exc)
+            log.warning("API call failed, engine unavailable: %s", exc,
+                        extra={"method": method, "code": 100, "error": str(exc)})
+            counts.api_errors[method, "100"] += 1
             raise ReplyError(100, "internal server error (engine unavailable)") from None
+        except ReplyError as exc:
+            log.info("API call failed", extra={"method": method, "code": exc.code,
+                                               "error": exc.message})
+            counts.api_errors[method, str(exc.code)] += 1
+            raise
+        finally:
+            counts.api_call(method, time.perf_counter() - started)
 
     @staticmethod
     def _error_response(err: ReplyError, transport_errors: bool) -> tuple[int, bytes]:
@@ -218,7 +238,7 @@ class ApiHandler:
         if handler is None:
             return {"error": {"code": 104, "message": "method not found"}}
         try:
-            return {"result": await self._call_handler(handler, params or b"{}")}
+            return {"result": await self._call_handler(method, handler, params or b"{}")}
         except ReplyError as exc:
             return {"error": {"code": exc.code, "message": exc.message}}
 
@@ -330,12 +350,14 @@ class ApiHandler:
     async def presence(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, ChannelReq)
         self._presence_opts(req.channel)
+        self.node.counts.actions["presence"] += 1
         presence: dict[str, ClientInfo] = await self.node.engine.presence(req.channel)
         return {"presence": presence}
 
     async def presence_stats(self, body: bytes) -> dict[str, Any]:
         req = self._decode(body, ChannelReq)
         self._presence_opts(req.channel)
+        self.node.counts.actions["presence_stats"] += 1
         stats = await self.node.engine.presence_stats(req.channel)
         return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
@@ -357,6 +379,7 @@ class ApiHandler:
         opts = self.node.rules.options(req.channel)
         if not opts.history_enabled:
             raise ErrorCode.NOT_AVAILABLE
+        self.node.counts.actions["history_remove"] += 1
         await self.node.engine.remove_history(req.channel)
         return {}
 

@@ -122,6 +122,8 @@ def _normalize(
             ]
         elif key in _DURATION_KEYS:
             out[key] = parse_duration(value, full)
+        elif key in _STRING_PORT_KEYS and type(value) is int:
+            out[key] = str(value)  # a string in Centrifugo; a number is meant the same
         elif (
             isinstance(value, str)
             and key in _ADDRESS_KEYS
@@ -237,6 +239,7 @@ def _env_namespaces(value: str, prefix: str, env: Mapping[str, str]) -> list[Any
 
 
 _ADDRESS_KEYS = frozenset({"address", "cluster_address", "sentinel_address"})
+_STRING_PORT_KEYS = frozenset({"internal_port"})
 
 
 def config_from_env(env: Mapping[str, str], prefix: str = "TIDINGS_") -> dict[str, Any]:
@@ -254,6 +257,21 @@ def config_from_env(env: Mapping[str, str], prefix: str = "TIDINGS_") -> dict[st
     return result
 
 
+def _fold_aliases(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Old key names read as their new ones: the top-level ``log_level`` is ``log.level``.
+    Done per source (file, environment, flags), so a later source still overrides."""
+    if "log_level" not in raw:
+        return raw
+    out = {k: v for k, v in raw.items() if k != "log_level"}
+    level = raw["log_level"]
+    log = raw.get("log")
+    log = dict(log) if isinstance(log, Mapping) else {}
+    if log.get("level", level) != level:
+        raise ConfigError("'log_level' is the old name of 'log.level': set only one")
+    out["log"] = {**log, "level": level}
+    return out
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -263,16 +281,16 @@ def load_config(
     """Build the effective :class:`Config`; returns it with a list of warnings."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = read_config_file(path)
+        raw = dict(_fold_aliases(read_config_file(path)))
     raw = _merge(raw, config_from_env(os.environ if env is None else env))
     if overrides:
-        raw = _merge(raw, overrides)
+        raw = _merge(raw, _fold_aliases(overrides))
     return config_from_dict(raw)
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> tuple[Config, list[str]]:
     warnings: list[str] = []
-    normalized = _normalize(raw, Config, "", warnings)
+    normalized = _normalize(_fold_aliases(raw), Config, "", warnings)
     try:
         config = msgspec.convert(normalized, Config)
     except msgspec.ValidationError as exc:

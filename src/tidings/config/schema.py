@@ -21,7 +21,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "HttpServerConfig",
+    "LogConfig",
     "Namespace",
+    "PrometheusConfig",
     "RateBucket",
     "RateLimitConfig",
     "RateRule",
@@ -223,6 +225,11 @@ class ClientConfig(_Base):
 class HttpServerConfig(_Base):
     address: str = "127.0.0.1"
     port: int = 8000
+    # The internal listener (Centrifugo's names): /metrics, /health, /ready and the API go
+    # there, client connections stay on ``port``. Unset (""): one listener serves everything.
+    # ``internal_port`` is a string in Centrifugo; numbers are accepted, "0" picks a free port.
+    internal_address: str = ""  # "": ``address``
+    internal_port: str = ""  # "": ``port``
     # Limits and timeouts of the HTTP/1.1 server (not Centrifugo keys: Go's net/http and
     # Centrifugo hard-code theirs). Durations in seconds.
     max_header_bytes: int = 65536  # request line + headers -> 414 / 431
@@ -237,6 +244,7 @@ class HttpApiConfig(_Base):
     key: str = ""
     insecure: bool = False
     disabled: bool = False
+    external: bool = False  # with an internal listener: serve the API on the public one instead
     error_mode: str = ""
     max_body_size: int = 10 * 1024 * 1024
 
@@ -247,7 +255,16 @@ class WebSocketConfig(_Base):
 
 
 class HealthConfig(_Base):
-    enabled: bool = True
+    enabled: bool = True  # GET /health (liveness) and GET /ready (readiness, a Tidings addition)
+
+
+class PrometheusConfig(_Base):
+    """``GET <handler_prefix>``: the metrics in the Prometheus text format (METRICS.md)."""
+
+    enabled: bool = False
+    handler_prefix: str = "/metrics"
+    instrument_http_handlers: bool = False
+    recovered_publications_histogram: bool = False
 
 
 class StreamConfig(_Base):
@@ -315,6 +332,14 @@ class NodeConfig(_Base):
     name: str = ""
 
 
+class LogConfig(_Base):
+    """Centrifugo v6's ``log`` (the old top-level ``log_level`` is read as ``log.level``)."""
+
+    level: str = "info"  # trace, debug, info, warn, error or none
+    file: str = ""  # "": stdout
+    format: str = "text"  # "text" or "json" (a Tidings addition)
+
+
 class Config(_Base):
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     channel: ChannelConfig = msgspec.field(default_factory=ChannelConfig)
@@ -322,6 +347,7 @@ class Config(_Base):
     http_api: HttpApiConfig = msgspec.field(default_factory=HttpApiConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    prometheus: PrometheusConfig = msgspec.field(default_factory=PrometheusConfig)
     http_stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
     sse: StreamConfig = msgspec.field(default_factory=StreamConfig)
     uni_http_stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
@@ -337,4 +363,4 @@ class Config(_Base):
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     proxies: list[NamedProxy] = msgspec.field(default_factory=list)
     rpc: RpcConfig = msgspec.field(default_factory=RpcConfig)
-    log_level: str = "info"
+    log: LogConfig = msgspec.field(default_factory=LogConfig)

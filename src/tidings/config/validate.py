@@ -14,6 +14,7 @@ from tidings.config.schema import (
     RedisConfig,
 )
 from tidings.engine import ENGINES
+from tidings.logs import FORMATS, LEVELS
 
 __all__ = ["lint", "require_hook_endpoints", "validate"]
 
@@ -119,8 +120,16 @@ def validate(config: Config) -> None:
     _validate_http(config)
     _validate_rate_limits(config)
     _validate_proxies(config)
-    if config.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "none"):
-        raise ConfigError(f"invalid value for 'log_level': {config.log_level!r}")
+    _validate_log(config)
+
+
+def _validate_log(config: Config) -> None:
+    log = config.log
+    if log.level.strip().lower() not in LEVELS:
+        raise ConfigError(f"invalid value for 'log.level' (old name 'log_level'): "
+                          f"{log.level!r} (trace, debug, info, warn, error or none)")
+    if log.format not in FORMATS:
+        raise ConfigError(f"invalid value for 'log.format': {log.format!r} (text or json)")
 
 
 def _validate_rule(rule: RateRule, where: str) -> None:
@@ -165,6 +174,23 @@ def _validate_http(config: Config) -> None:
                           "not be negative")
     if config.emulation.max_request_body_size <= 0:
         raise ConfigError("'emulation.max_request_body_size' must be positive")
+    port = http.internal_port
+    if port and not (port.isdigit() and int(port) < 65536):
+        raise ConfigError(f"invalid value for 'http_server.internal_port': {port!r} (a port "
+                          "number, 0 for any free one)")
+    _validate_metrics_path(config.prometheus.handler_prefix)
+
+
+# Paths of other endpoints (transports/routes.py), which the metrics path must not take.
+_TAKEN_PATHS = ("/api", "/health", "/ready", "/emulation")
+_TAKEN_PREFIXES = ("/api/", "/connection/")
+
+
+def _validate_metrics_path(path: str) -> None:
+    if (not path.startswith("/") or path.rstrip("/") in ("", *_TAKEN_PATHS)
+            or path.startswith(_TAKEN_PREFIXES)):
+        raise ConfigError(f"invalid value for 'prometheus.handler_prefix': {path!r} (a path "
+                          "starting with '/' that no other endpoint uses)")
 
 
 _PROXY_NAME_RE = re.compile(r"^[-a-zA-Z0-9_.]{2,}$")

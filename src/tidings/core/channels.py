@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,6 +25,8 @@ from tidings.core.peer import Peer
 from tidings.core.shared import Shared
 from tidings.engine.base import Engine, EngineError, HistoryOptions, PublishOptions
 from tidings.errors import Disconnect, ErrorCode, Unsubscribe
+from tidings.logs import client_fields
+from tidings.metrics.counts import Counts
 from tidings.protocol import codec
 from tidings.protocol.channels import ChannelRules
 from tidings.protocol.messages import (
@@ -45,8 +48,10 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], object]
 
 
 class Channels:
-    def __init__(self, config: Config, engine: Engine, rules: ChannelRules, spawn: Spawn) -> None:
+    def __init__(self, config: Config, engine: Engine, rules: ChannelRules, spawn: Spawn,
+                 counts: Counts | None = None) -> None:
         self.config = config
+        self.counts = counts if counts is not None else Counts()
         self.engine = engine
         self.rules = rules
         self.spawn = spawn
@@ -59,12 +64,14 @@ class Channels:
         before the caller reads its stream: the first subscriber subscribes the engine, later
         ones wait for that subscription to be in effect."""
         first = self.hub.start_sync(channel, client)
+        self.counts.actions["add_subscription"] += 1
         subs = self.hub.channels[channel]
         if not first:
             if subs.ready is not None:
                 await asyncio.shield(subs.ready)
             return
         ready = subs.ready = asyncio.get_running_loop().create_future()
+        self.counts.actions["broker_subscribe"] += 1
         try:
             await self.engine.subscribe(channel)
         except BaseException as exc:
@@ -84,24 +91,30 @@ class Channels:
     async def _unsubscribe_if_empty(self, channel: str) -> None:
         # Runs later: a subscriber that came meanwhile keeps the engine subscription.
         if channel not in self.hub.channels:
+            self.counts.actions["broker_unsubscribe"] += 1
             await self.engine.unsubscribe(channel)
 
     async def remove_subscriber(self, channel: str, client: Peer) -> None:
+        self.counts.actions["remove_subscription"] += 1
         if self.hub.remove(channel, client):
+            self.counts.actions["broker_unsubscribe"] += 1
             await self.engine.unsubscribe(channel)
 
     async def leave_channel(self, client: Peer, sub: Sub, *, announce: bool = True) -> None:
         """Remove the client's presence in the channel and (``announce``) publish its leave."""
         try:
             if sub.presence:
+                self.counts.actions["remove_presence"] += 1
                 await self.engine.remove_presence(sub.channel, client.client_id, client.user)
             if sub.join_leave and announce:
                 info = client.session.client_info(sub.chan_info)
+                self.counts.broker_sent["leave"] += 1
                 await self.engine.publish_leave(sub.channel, info)
         except EngineError as exc:
             # Presence entries expire by themselves (engine.presence_ttl).
             log.warning("leave of client %s from %s not published: %s", client.client_id,
-                        sub.channel, exc)
+                        sub.channel, exc,
+                        extra=client_fields(client, channel=sub.channel, error=str(exc)))
 
     def history_options(self, opts: ChannelOptions) -> HistoryOptions:
         return HistoryOptions(
@@ -128,6 +141,7 @@ class Channels:
             idempotency_key=idempotency_key,
             delta=(delta or opts.delta_publish) and bool(opts.allowed_delta_types),
         )
+        self.counts.broker_sent["publication"] += 1
         position, _ = await self.engine.publish(channel, pub, options)
         return position
 
@@ -140,6 +154,7 @@ class Channels:
         since: StreamPosition | None,
         reverse: bool,
     ) -> HistoryResult:
+        self.counts.actions["history"] += 1
         if since is not None and reverse and since.offset == 0:
             raise ErrorCode.BAD_REQUEST
         n = effective_limit(limit, self.config.client.history_max_publication_limit)
@@ -163,7 +178,7 @@ class Channels:
             if subs.epoch != position.epoch:
                 if subs.epoch:
                     log.warning("channel %s: stream epoch changed (%s -> %s)", channel,
-                                subs.epoch, position.epoch)
+                                subs.epoch, position.epoch, extra={"channel": channel})
                     self._insufficient_state(channel, subs)
                 subs.epoch = position.epoch
                 subs.delivered = offset
@@ -171,14 +186,16 @@ class Channels:
                 # Live positioned subscribers are at `delivered`; waiting ones check their own
                 # position in broadcast().
                 log.warning("channel %s: publications %d..%d never arrived", channel,
-                            subs.delivered + 1, offset - 1)
+                            subs.delivered + 1, offset - 1, extra={"channel": channel})
                 self._insufficient_state(channel, subs, waiting_before=0)
                 subs.delivered = offset
             elif offset > subs.delivered:
                 subs.delivered = offset
+        started = time.perf_counter()
         shared = Shared(codec.encode_push(Push(channel=channel, pub=pub)), channel, pub,
                         wants_delta)
         missed = self.hub.broadcast(subs, shared, offset)
+        self.counts.broadcast.observe(time.perf_counter() - started)
         for client in missed:
             client.drop_subscription(channel, Unsubscribe.INSUFFICIENT_STATE)
 
@@ -229,7 +246,8 @@ class Channels:
                     channel, options=self.history_options(opts), limit=0
                 )
             except EngineError as exc:
-                log.warning("channel %s: position check failed: %s", channel, exc)
+                log.warning("channel %s: position check failed: %s", channel, exc,
+                            extra={"channel": channel, "error": str(exc)})
                 subs = self.hub.channels.get(channel)
                 if subs is not None:
                     self._insufficient_state(channel, subs)
@@ -238,13 +256,14 @@ class Channels:
             if subs is None:
                 continue
             if subs.epoch and top.epoch != subs.epoch:
-                log.warning("channel %s: stream epoch changed while disconnected", channel)
+                log.warning("channel %s: stream epoch changed while disconnected", channel,
+                            extra={"channel": channel})
                 self._insufficient_state(channel, subs)
             elif (0 <= subs.delivered < top.offset) or any(
                 top.offset > live_from for live_from in subs.waiting.values()
             ):
                 log.warning("channel %s: publications up to offset %d may have been missed",
-                            channel, top.offset)
+                            channel, top.offset, extra={"channel": channel})
                 self._insufficient_state(channel, subs, live=0 <= subs.delivered < top.offset,
                                          waiting_before=top.offset)
             else:

@@ -27,9 +27,10 @@ from tidings.core.peer import Transport
 from tidings.core.shared import Shared
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Unsubscribe
+from tidings.logs import client_fields
 from tidings.protocol.messages import Command, Error, Reply
 from tidings.protocol.ratelimit import RateState
-from tidings.protocol.session import State, SubscribeDecision
+from tidings.protocol.session import State, SubscribeDecision, command_method
 from tidings.proxy import HookState
 
 __all__ = ["Client", "Transport"]
@@ -204,7 +205,8 @@ class Client:
 
     def _slow(self) -> None:
         log.info("client %s is too slow (%d bytes queued): disconnecting",
-                 self.client_id, self._pending_bytes + self.transport.buffer_size())
+                 self.client_id, self._pending_bytes + self.transport.buffer_size(),
+                 extra=client_fields(self))
         self.close(Disconnect.SLOW, flush=False)
 
     def pause_writing(self) -> None:
@@ -247,8 +249,10 @@ class Client:
         self._closed = True
         self._pending = []
         level = logging.INFO if disconnect.code not in (3000, 3001) else logging.DEBUG
-        log.log(level, "disconnect client %s (user %r, %s): %d %s", self.client_id,
-                self.user, self.transport.name, disconnect.code, disconnect.reason)
+        if log.isEnabledFor(level):  # no fields dict per close when not shown (shutdown: many)
+            log.log(level, "disconnect client %s (user %r, %s): %d %s", self.client_id,
+                    self.user, self.transport.name, disconnect.code, disconnect.reason,
+                    extra=client_fields(self, code=disconnect.code, reason=disconnect.reason))
         try:
             self.transport.close(disconnect)
         finally:
@@ -261,7 +265,7 @@ class Client:
             return
         self._closed = True
         self._pending = []
-        log.debug("client %s connection lost", self.client_id)
+        log.debug("client %s connection lost", self.client_id, extra=client_fields(self))
         self.node.client_closed(self, 0, "connection lost")
         self.transport = _Detached(self.transport)
 
@@ -301,7 +305,8 @@ class Client:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("internal error while handling client %s", self.client_id)
+            log.exception("internal error while handling client %s", self.client_id,
+                          extra=client_fields(self))
             self.close(Disconnect.INTERNAL)
         finally:
             self._task = None
@@ -316,13 +321,15 @@ class Client:
                     await connecting.uni_connect(self, frame)
                 except EngineError as exc:
                     log.warning("client %s: connect failed, engine unavailable: %s",
-                                self.client_id, exc)
+                                self.client_id, exc,
+                                extra=client_fields(self, method="connect", error=str(exc)))
                     self.close(Disconnect.INTERNAL)
             return  # a unidirectional client has nothing more to say
         try:
             cmds = self.transport.codec.decode_commands(frame)
         except ProtocolError as exc:
-            log.info("client %s sent a malformed frame: %s", self.client_id, exc)
+            log.info("client %s sent a malformed frame: %s", self.client_id, exc,
+                     extra=client_fields(self))
             self.close(exc.disconnect)
             return
         for cmd in cmds:
@@ -334,26 +341,44 @@ class Client:
                 await asyncio.sleep(0)
 
     async def _run(self, cmd: Command) -> bool:
-        """One command and its error reply; False when the client was closed."""
+        """One command and its error reply; False when the client was closed. Counted for
+        /metrics: its duration by method, its error code."""
+        started = time.perf_counter()
+        method = ""
         try:
-            await commands.dispatch(self, cmd)
+            method = await commands.dispatch(self, cmd)
         except Disconnect as d:
             self.close(d)
             return False
         except ReplyError as err:
+            method = command_method(cmd)
+            self.node.counts.reply_errors[method, err.code] += 1
+            if log.isEnabledFor(logging.DEBUG):
+                self._log_refused(cmd, method, err)
             if cmd.id:
                 self.reply_error(cmd.id, err)
             if err.code != 100 and self._too_many_errors():
                 return False
         except EngineError as exc:
             log.warning("client %s: command failed, engine unavailable: %s", self.client_id,
-                        exc)
+                        exc, extra=client_fields(self, method=command_method(cmd),
+                                                 error=str(exc)))
             if cmd.connect is not None:
                 self.close(Disconnect.INTERNAL)  # connect failed: the client reconnects
                 return False
             if cmd.id:
                 self.reply_error(cmd.id, ErrorCode.INTERNAL)
+        finally:
+            self.node.counts.command(self.transport.name.removesuffix("_protobuf"),
+                                     method or command_method(cmd),
+                                     time.perf_counter() - started)
         return True
+
+    def _log_refused(self, cmd: Command, method: str, err: ReplyError) -> None:
+        """A command answered with an error (debug: its method, channel and code)."""
+        channel = getattr(getattr(cmd, method, None), "channel", None) or None
+        log.debug("command refused", extra=client_fields(
+            self, method=method, channel=channel, code=err.code, error=err.message))
 
     def _too_many_errors(self) -> bool:
         """``client.rate_limit.client_error``: count an error reply; past the limit the client
@@ -365,7 +390,8 @@ class Client:
             self._errors = {}
         if limits.allow_error(self._errors, time.monotonic()):
             return False
-        log.info("client %s (user %r) caused too many errors", self.client_id, self.user)
+        log.info("client %s (user %r) caused too many errors", self.client_id, self.user,
+                 extra=client_fields(self))
         self.close(Disconnect.TOO_MANY_ERRORS)
         return True
 

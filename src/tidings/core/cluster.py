@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgspec
 
 from tidings.engine.base import Engine, EngineError
+from tidings.metrics.counts import Counts
 
 __all__ = ["Cluster", "ClusterHost", "ControlHandler", "DirectHandler", "SurveyHandler"]
 
@@ -41,6 +42,7 @@ class ClusterHost(Protocol):
 
     id: str
     engine: Engine
+    counts: Counts
 
     def info(self) -> dict[str, Any]: ...
 
@@ -86,13 +88,13 @@ class Cluster:
         """A server-side action (disconnect, unsubscribe, ...): applied here, and published
         for every other node to apply to its own clients."""
         await self.control_handlers[op](params)
-        await self.node.engine.publish_control(
+        await self._publish_control(
             _control.encode({"op": op, "from": self.node.id, "params": params})
         )
 
     async def send(self, node_id: str, op: str, params: dict[str, Any]) -> None:
         """A control message for one other node only."""
-        await self.node.engine.publish_control(
+        await self._publish_control(
             _control.encode({"op": op, "from": self.node.id, "params": params}),
             node_id=node_id,
         )
@@ -142,9 +144,21 @@ class Cluster:
         entry = self.nodes.get(node_id)
         return entry is not None and entry[0] >= time.monotonic()
 
+    async def _publish_control(self, data: bytes, node_id: str = "") -> None:
+        self.node.counts.broker_sent["control"] += 1
+        await self.node.engine.publish_control(data, node_id=node_id)
+
     async def survey(self, kind: str, params: dict[str, Any]) -> list[Any]:
         """Ask every node (this one included) and collect the answers; nodes that do not
         answer within ``SURVEY_TIMEOUT`` are left out (logged)."""
+        started = time.perf_counter()
+        try:
+            return await self._survey(kind, params)
+        finally:
+            self.node.counts.actions["survey"] += 1
+            self.node.counts.survey(kind, time.perf_counter() - started)
+
+    async def _survey(self, kind: str, params: dict[str, Any]) -> list[Any]:
         answers: list[Any] = [await self.survey_handlers[kind](params)]
         others = set(self.other_nodes())  # no need to build this node's info
         if not others:
@@ -153,7 +167,7 @@ class Cluster:
         sid = uuid.uuid4().hex
         self._surveys[sid] = survey
         try:
-            await self.node.engine.publish_control(_control.encode(
+            await self._publish_control(_control.encode(
                 {"op": "survey", "from": self.node.id, "id": sid, "kind": kind, "params": params}
             ))
             with contextlib.suppress(asyncio.TimeoutError):
@@ -169,7 +183,7 @@ class Cluster:
         if handler is None:
             return
         answer = await handler(msg.params)
-        await self.node.engine.publish_control(
+        await self._publish_control(
             _control.encode({"op": "survey_reply", "from": self.node.id, "id": msg.id,
                              "params": answer}),
             node_id=msg.from_,
@@ -179,7 +193,7 @@ class Cluster:
         while True:
             try:
                 info = self.node.info()
-                await self.node.engine.publish_control(
+                await self._publish_control(
                     _control.encode({"op": "node", "from": self.node.id, "params": info})
                 )
             except EngineError as exc:
@@ -189,6 +203,6 @@ class Cluster:
     async def leave(self) -> None:
         """Tell the other nodes this one is gone (shutdown), so ``info`` drops it at once."""
         with contextlib.suppress(EngineError):
-            await self.node.engine.publish_control(
+            await self._publish_control(
                 _control.encode({"op": "bye", "from": self.node.id})
             )

@@ -42,10 +42,15 @@ __all__ = ["HANDLERS", "dispatch"]
 Handler = Callable[[Connection, int, Any, float], Awaitable[None]]
 
 
-async def dispatch(client: Connection, cmd: Command) -> None:
+async def dispatch(client: Connection, cmd: Command) -> str:
+    """Run one command; returns its method name ("pong" for a pong)."""
     method = client.session.check_command(cmd)
     if method == "pong":
-        return
+        sent = client.node.timers.pinged_at(client)
+        if sent:
+            client.node.counts.ping_pong[client.transport.name.removesuffix(
+                "_protobuf")].observe(max(time.time() - sent, 0.0))
+        return method
     handler = HANDLERS.get(method)
     if handler is None:  # send: no message handler (Centrifugo OSS behaviour)
         raise Disconnect.NOT_AVAILABLE
@@ -53,6 +58,7 @@ async def dispatch(client: Connection, cmd: Command) -> None:
     if method in LIMITED and client.node.limits.commands:
         _check_rate(client, method, request)
     await handler(client, cmd.id, request, time.time())
+    return method
 
 
 def _check_rate(client: Connection, method: str, request: Any) -> None:
@@ -99,6 +105,7 @@ async def publish(client: Connection, cmd_id: int, req: PublishRequest, now: flo
 
 async def presence(client: Connection, cmd_id: int, req: PresenceRequest, now: float) -> None:
     client.session.need_presence_access(req.channel)
+    client.node.counts.actions["presence"] += 1
     result = await client.node.engine.presence(req.channel)
     client.reply(Reply(id=cmd_id, presence=PresenceResult(presence=result)))
 
@@ -106,6 +113,7 @@ async def presence(client: Connection, cmd_id: int, req: PresenceRequest, now: f
 async def presence_stats(client: Connection, cmd_id: int, req: PresenceRequest,
                          now: float) -> None:
     client.session.need_presence_access(req.channel)
+    client.node.counts.actions["presence_stats"] += 1
     stats = await client.node.engine.presence_stats(req.channel)
     client.reply(Reply(id=cmd_id, presence_stats=PresenceStatsResult(
         num_clients=stats.num_clients, num_users=stats.num_users)))

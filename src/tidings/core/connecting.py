@@ -22,6 +22,7 @@ from tidings.core import proxied, subscribing
 from tidings.core.hooks import ClientEvent
 from tidings.core.host import Connection
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError
+from tidings.logs import client_fields
 from tidings.protocol.grants import raw_or_none
 from tidings.protocol.messages import (
     ConnectRequest,
@@ -53,7 +54,8 @@ async def uni_connect(client: Connection, frame: bytes) -> None:
     try:
         req = client.transport.codec.decode_connect_request(frame)
     except ProtocolError as exc:
-        log.info("client %s sent a malformed connect request: %s", client.client_id, exc)
+        log.info("client %s sent a malformed connect request: %s", client.client_id, exc,
+                 extra=client_fields(client))
         client.close(Disconnect.BAD_REQUEST)
         return
     try:
@@ -62,7 +64,9 @@ async def uni_connect(client: Connection, frame: bytes) -> None:
         client.close(d)
         return
     except ReplyError as err:
-        log.info("uni connect of %s refused: %d %s", client.client_id, err.code, err.message)
+        log.info("uni connect of %s refused: %d %s", client.client_id, err.code, err.message,
+                 extra=client_fields(client, method="connect", code=err.code,
+                                     error=err.message))
         client.close(_uni_disconnect(err.code, client))
         return
     client.enqueue(client.transport.codec.encode_push(Push(connect=result)))
@@ -118,6 +122,9 @@ async def establish(client: Connection, req: ConnectRequest, now: float
         raise
     session.connected(decision)
     node.client_connected(client)
+    if log.isEnabledFor(logging.DEBUG):  # names the SDK sends, cut short: peer-controlled
+        log.debug("client connected", extra=client_fields(
+            client, client_name=req.name[:100], client_version=req.version[:100]))
     node.hooks.notify_connected(ClientEvent(client.client_id, client.user,
                                             client.transport.name))
     result = _result(client, decision, now)
@@ -151,7 +158,7 @@ async def _admit(client: Connection, decision: ConnectDecision) -> None:
         if not await engine.add_user_connection(user, client.client_id,
                                                 limits.user_connection_limit):
             log.info("connection limit of user %r reached (%d)", user,
-                     limits.user_connection_limit)
+                     limits.user_connection_limit, extra=client_fields(client, user=user))
             raise Disconnect.CONNECTION_LIMIT
         client.counted = True
 

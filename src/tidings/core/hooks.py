@@ -55,8 +55,9 @@ class Hooks:
         self.pool = HttpPool()
         self.connect: Caller | None = None
         self.refresh: Caller | None = None
-        self._defaults: dict[str, Caller] = {}  # channel hooks and rpc: the "default" proxy
-        self._named: dict[str, Caller] = {}
+        # Channel hooks and rpc by (hook, proxy name): "default" or a proxies[] name (a named
+        # proxy gets a caller per hook, so each is counted apart; they share the HTTP pool).
+        self._callers: dict[tuple[str, str], Caller] = {}
         self._rpc_spaces: dict[str, tuple[bool, str]] = {}  # name -> (proxy_enabled, proxy)
         self._rpc_plain: tuple[bool, str] | None = None
         self.rpc_boundary = ":"
@@ -89,13 +90,14 @@ class Hooks:
         for hook in CHANNEL_HOOKS:
             proxy_cfg: ProxyConfig = getattr(config.channel.proxy, hook)
             if proxy_cfg.endpoint:
-                self._defaults[hook] = self._caller("default", proxy_cfg)
+                self._callers[hook, "default"] = self._caller("default", proxy_cfg)
                 proxies.append(proxy_cfg)
         if config.rpc.proxy.endpoint:
-            self._defaults["rpc"] = self._caller("default", config.rpc.proxy)
+            self._callers["rpc", "default"] = self._caller("default", config.rpc.proxy)
             proxies.append(config.rpc.proxy)
         for named in config.proxies:
-            self._named[named.name] = self._caller(named.name, named)
+            for hook in (*CHANNEL_HOOKS, "rpc"):
+                self._callers[hook, named.name] = self._caller(named.name, named)
             proxies.append(named)
         rpc = config.rpc
         self.rpc_boundary = rpc.namespace_boundary
@@ -122,10 +124,8 @@ class Hooks:
         self._note_headers([proxy])
         if hook in ("connect", "refresh"):
             setattr(self, hook, caller)
-        elif name != "default":
-            self._named[name] = caller
         elif hook in (*CHANNEL_HOOKS, "rpc"):
-            self._defaults[hook] = caller
+            self._callers[hook, name] = caller
         else:
             raise ValueError(f"unknown hook {hook!r}")
 
@@ -136,9 +136,7 @@ class Hooks:
         ``enabled`` and ``<hook>_proxy_name`` = ``name``."""
         if not enabled:
             return None
-        if name == "default":
-            return self._defaults.get(hook)
-        return self._named.get(name)
+        return self._callers.get((hook, name))
 
     def needed(self, hook: str, name: str) -> Caller:
         """The caller a namespace enables; without one (enabled in the config, never set in
@@ -168,15 +166,19 @@ class Hooks:
             raise ErrorCode.NOT_AVAILABLE
         return self.needed("rpc", name)
 
+    def callers(self) -> list[tuple[str, str, str, Caller]]:
+        """Every caller as (hook, proxy name, protocol: http or python, caller)."""
+        rows: list[tuple[str, str, Caller]] = [
+            (hook, "default", caller) for hook, caller in (("connect", self.connect),
+                                                           ("refresh", self.refresh))
+            if caller is not None]
+        rows += [(hook, name, caller) for (hook, name), caller in self._callers.items()]
+        return [(hook, name, "python" if isinstance(c, PythonCaller) else "http", c)
+                for hook, name, c in sorted(rows, key=lambda r: (r[0], r[1]))]
+
     def stats(self) -> dict[str, dict[str, float]]:
-        """Each caller's counters by ``<hook>/<proxy name>`` (named proxies: ``proxy/<name>``,
-        as one named proxy may serve several hooks)."""
-        out = {f"{hook}/default": caller.stats.as_dict()
-               for hook, caller in (("connect", self.connect), ("refresh", self.refresh),
-                                    *self._defaults.items()) if caller is not None}
-        out.update((f"proxy/{name}", caller.stats.as_dict())
-                   for name, caller in self._named.items())
-        return out
+        """Each caller's counters by ``<hook>/<proxy name>``."""
+        return {f"{hook}/{name}": c.stats.as_dict() for hook, name, _, c in self.callers()}
 
     def keep(self, headers: Mapping[str, str]) -> dict[str, str] | None:
         """The headers of a connection's opening request that some hook forwards."""

@@ -22,6 +22,7 @@ from tidings.core.timers import Timers
 from tidings.core.writer import Writer
 from tidings.engine.base import Engine
 from tidings.errors import ReplyError
+from tidings.metrics.counts import Counts
 from tidings.protocol.channels import ChannelRules
 from tidings.protocol.messages import Reply
 from tidings.protocol.ratelimit import RateState
@@ -35,6 +36,7 @@ class ClientHost(Protocol):
     config: Config
     rules: ChannelRules
     limits: Limits
+    counts: Counts
     engine: Engine
     hooks: Hooks
     registry: Registry

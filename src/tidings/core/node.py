@@ -42,6 +42,8 @@ from tidings.core.writer import Writer
 from tidings.engine.base import Engine, EngineError
 from tidings.engine.memory import MemoryEngine
 from tidings.errors import Disconnect
+from tidings.logs import client_fields
+from tidings.metrics.counts import Counts
 from tidings.protocol.channels import ChannelRules
 from tidings.protocol.kinds import KINDS
 from tidings.protocol.messages import ClientInfo, Publication, StreamPosition
@@ -69,13 +71,14 @@ class Node:
         self.engine: Engine = engine if engine is not None else MemoryEngine()
         self.engine.register_handler(self, self.id)
         self.limits = Limits(config)
+        self.counts = Counts()  # what /metrics reads (tidings.metrics)
         self.hooks = Hooks(config)
         self.registry = Registry()
         self.writer = Writer()
         self.timers = Timers(config.client, self.spawn, expired=self._expired,
                              sub_expired=self._sub_expired)
         self.timers.expire_delay = self._expire_delay
-        self.channels = Channels(config, self.engine, self.rules, self.spawn)
+        self.channels = Channels(config, self.engine, self.rules, self.spawn, self.counts)
         self.cluster = Cluster(self)
         self.actions = Actions(self)
         self.cluster.survey_handlers["channels"] = self._local_channels
@@ -167,11 +170,18 @@ class Node:
         self.timers.opened(client, time.time())
 
     def client_connected(self, client: Peer) -> None:
+        self.counts.accepted[client.transport.name.removesuffix("_protobuf")] += 1
+        self.counts.actions["add_client"] += 1
         self.registry.connected(client)
         self.timers.connected(client)
 
     def client_closed(self, client: Peer, code: int, reason: str) -> None:
         """Called once when a client is gone: unregister now, clean up engine state async."""
+        if client.client_id in self.registry.clients:  # it had connected: count it gone
+            self.counts.gone[client.transport.name.removesuffix("_protobuf")] += 1
+            self.counts.actions["remove_client"] += 1
+        if code and code != 3000:
+            self.counts.disconnects[code] += 1
         self.registry.closed(client)
         self.timers.closed(client)
         self.channels.forget(client)
@@ -188,7 +198,7 @@ class Node:
             await self.engine.remove_user_connection(client.user, client.client_id)
         except EngineError as exc:  # the entry expires by itself (engine.presence_ttl)
             log.warning("connection of %s not uncounted for user %r: %s", client.client_id,
-                        client.user, exc)
+                        client.user, exc, extra=client_fields(client, error=str(exc)))
 
     def _expire_delay(self) -> float:
         """A refresh hook is asked at the expiry itself; without one, clients get a grace."""
@@ -218,18 +228,22 @@ class Node:
 
     def handle_publication(self, channel: str, pub: Publication, position: StreamPosition,
                            delta: bool) -> None:
+        self.counts.broker_received["publication"] += 1
         self.channels.handle_publication(channel, pub, position, delta)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.counts.broker_received["join"] += 1
         self.channels.handle_join(channel, info)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.counts.broker_received["leave"] += 1
         self.channels.handle_leave(channel, info)
 
     def handle_reconnect(self, channels: list[str]) -> None:
         self.channels.handle_reconnect(channels)
 
     def handle_control(self, data: bytes) -> None:
+        self.counts.broker_received["control"] += 1
         self.cluster.handle_control(data)
 
     async def _local_channels(self, params: dict[str, Any]) -> dict[str, int]:

@@ -20,6 +20,7 @@ import msgspec
 from tidings.core.peer import Peer
 from tidings.core.timers import Timers
 from tidings.errors import Disconnect, ErrorCode, ReplyError, Unsubscribe
+from tidings.logs import client_fields
 from tidings.protocol import codec
 from tidings.protocol import proxyproto as pp
 from tidings.protocol.grants import SubscribeDecision
@@ -142,7 +143,9 @@ async def rpc(client: Peer, caller: Caller, method: str, data: bytes) -> bytes |
     try:
         return pp.b64_or_json(answer.result.data, answer.result.b64data)
     except pp.BadPayload as exc:
-        log.warning("rpc proxy %r answered a bad payload: %s", caller.name, exc)
+        log.warning("rpc proxy %r answered a bad payload: %s", caller.name, exc,
+                    extra=client_fields(client, hook="rpc", proxy=caller.name,
+                                        endpoint=caller.config.endpoint, error=str(exc)))
         raise ErrorCode.INTERNAL from None
 
 
@@ -166,7 +169,9 @@ async def refresh(client: Peer, caller: Caller, timers: Timers) -> None:
         info = pp.b64_or_json(result.info, result.b64info)
         meta = pp.b64_or_json(result.meta, "")
     except pp.BadPayload as exc:
-        log.warning("refresh proxy %r answered a bad payload: %s", caller.name, exc)
+        log.warning("refresh proxy %r answered a bad payload: %s", caller.name, exc,
+                    extra=client_fields(client, hook="refresh", proxy=caller.name,
+                                        endpoint=caller.config.endpoint, error=str(exc)))
         client.close(Disconnect.INTERNAL)
         return
     if info is not None:

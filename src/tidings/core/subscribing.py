@@ -16,6 +16,7 @@ from tidings.core import proxied
 from tidings.core.host import Connection
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, Unsubscribe
+from tidings.logs import client_fields
 from tidings.protocol.grants import Sub, SubscribeDecision, as_full_string
 from tidings.protocol.messages import (
     EmptyResult,
@@ -83,6 +84,8 @@ async def prepare(client: Connection, decision: SubscribeDecision, now: float
         pubs: list[Publication] = []
         top = StreamPosition()
         if sub.positioned:
+            client.node.counts.actions[
+                "history_recover" if decision.recover else "history_stream_top"] += 1
             limit = client.node.config.client.recovery_max_publication_limit
             pubs, top = await client.node.engine.history(
                 channel,
@@ -91,6 +94,10 @@ async def prepare(client: Connection, decision: SubscribeDecision, now: float
                 since=StreamPosition(offset=decision.offset) if decision.recover else None,
             )
         result, _ = client.session.subscribe_result(decision, pubs, top, now)
+        if decision.recover:
+            counts = client.node.counts
+            counts.recovers[result.recovered, bool(result.publications)] += 1
+            counts.recovered.observe(len(result.publications or ()))
         if sub.delta and result.publications and not client.protobuf:
             # JSON: every publication of a delta subscription has data as a string
             result.publications = [as_full_string(p) for p in result.publications]
@@ -129,22 +136,26 @@ async def finish(client: Connection, decision: SubscribeDecision,
             client.enqueue_shared(shared)
     if sub.expires_at:
         node.timers.schedule_sub_expiry(client, channel, sub.expires_at)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("client subscribed", extra=client_fields(client, channel=channel))
     if sub.join_leave:
+        node.counts.broker_sent["join"] += 1
         try:
             await node.engine.publish_join(channel, client.session.client_info(sub.chan_info))
         except EngineError as exc:
             log.warning("client %s: join to %s not published: %s", client.client_id, channel,
-                        exc)
+                        exc, extra=client_fields(client, channel=channel, error=str(exc)))
 
 
 async def _add_presence(client: Connection, sub: Sub) -> None:
     info = client.session.client_info(sub.chan_info)
+    client.node.counts.actions["add_presence"] += 1
     try:
         await client.node.engine.add_presence(sub.channel, client.client_id, info)
     except EngineError as exc:
         # The subscription stands; presence is re-added by the node's refresh round.
         log.warning("client %s: presence in %s not added: %s", client.client_id, sub.channel,
-                    exc)
+                    exc, extra=client_fields(client, channel=sub.channel, error=str(exc)))
 
 
 async def unsubscribe_command(client: Connection, cmd_id: int, req: UnsubscribeRequest) -> None:
@@ -169,9 +180,12 @@ def drop(client: Connection, channel: str, reason: Unsubscribe) -> None:
     if sub.server_side:
         client.close(Disconnect.INSUFFICIENT_STATE)
         return
-    log.info("client %s: unsubscribing from %s: %s", client.client_id, channel, reason.reason)
+    log.info("client %s: unsubscribing from %s: %s", client.client_id, channel, reason.reason,
+             extra=client_fields(client, channel=channel, code=reason.code,
+                                 reason=reason.reason))
     del client.session.subs[channel]
     client.enqueue(client.transport.codec.encode_push(_unsubscribe_push(channel, reason)))
+    client.node.counts.unsubscribes[reason.code] += 1
     node = client.node
     node.channels.hub_remove(channel, client)  # no further delivery from this moment
     node.spawn(node.channels.leave_channel(client, sub))
@@ -184,6 +198,7 @@ async def unsubscribe(client: Connection, channel: str, push: Unsubscribe | None
         return
     if push is not None:
         client.enqueue(client.transport.codec.encode_push(_unsubscribe_push(channel, push)))
+        client.node.counts.unsubscribes[push.code] += 1
     channels = client.node.channels
     await channels.remove_subscriber(channel, client)
     await channels.leave_channel(client, sub)

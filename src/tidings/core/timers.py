@@ -42,6 +42,7 @@ class Timers:
         n_buckets = max(int(config.ping_interval), 1)
         self._ping_buckets: list[dict[Peer, None]] = [{} for _ in range(n_buckets)]
         self._ping_bucket_of: dict[Peer, int] = {}
+        self._pinged_at = [0.0] * n_buckets  # when each bucket last sent its pings
         self._heap: list[tuple[float, int, int, Peer, str]] = []
         self._seq = itertools.count()
         self._tick = 0
@@ -62,6 +63,11 @@ class Timers:
             self._ping_bucket_of[client] = bucket
         if client.session.expires_at:
             self.schedule_expiry(client, client.session.expires_at)
+
+    def pinged_at(self, client: Peer) -> float:
+        """When the client's last ping went out (wall clock; 0: none yet)."""
+        bucket = self._ping_bucket_of.get(client)
+        return self._pinged_at[bucket] if bucket is not None else 0.0
 
     def closed(self, client: Peer) -> None:
         bucket = self._ping_bucket_of.pop(client, None)
@@ -94,7 +100,9 @@ class Timers:
             _, _, kind, client, channel = heapq.heappop(heap)
             if not client.closed:
                 self._fire(kind, client, channel, now)
-        bucket = self._ping_buckets[tick % len(self._ping_buckets)]
+        index = tick % len(self._ping_buckets)
+        bucket = self._ping_buckets[index]
+        self._pinged_at[index] = now
         pong_timeout = self.config.pong_timeout
         for client in list(bucket):
             if client.session.awaiting_pong:

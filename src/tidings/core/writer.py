@@ -14,22 +14,28 @@ from __future__ import annotations
 import asyncio
 
 from tidings.core.peer import Peer
+from tidings.metrics.timing import Histogram
 
 __all__ = ["COALESCE_MAX_DELAY", "COALESCE_THRESHOLD", "Writer"]
 
 COALESCE_THRESHOLD = 0.002
 COALESCE_MAX_DELAY = 0.05
+FLUSH_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, .001, .0025, .005, .01, .025, .05, .1, .25)
 
 
 class Writer:
-    __slots__ = ("_dirty", "_loop", "_next_flush_at", "_scheduled", "rounds")
+    __slots__ = ("_dirty", "_loop", "_next_flush_at", "_scheduled", "cost", "delayed", "flushed",
+                 "rounds")
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[Peer] = []
         self._scheduled = False
         self._next_flush_at = 0.0
-        self.rounds = 0  # flush rounds run (for info and tests)
+        self.rounds = 0  # flush rounds run (for info, tests and /metrics)
+        self.delayed = 0  # rounds that left the next one waiting (coalescing under load)
+        self.flushed = 0  # client flushes, summed over rounds
+        self.cost = Histogram(FLUSH_BUCKETS)  # seconds per round
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -59,5 +65,11 @@ class Writer:
             client.flush()
         ended = loop.time()
         cost = ended - started
-        self._next_flush_at = ended + cost if cost >= COALESCE_THRESHOLD else 0.0
+        if cost >= COALESCE_THRESHOLD:
+            self._next_flush_at = ended + cost
+            self.delayed += 1
+        else:
+            self._next_flush_at = 0.0
         self.rounds += 1
+        self.flushed += len(dirty)
+        self.cost.observe(cost)

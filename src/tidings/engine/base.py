@@ -161,3 +161,10 @@ class Engine(Broker, PresenceManager, Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def ready(self) -> None:
+        """Return if the engine can serve operations now; raise EngineError saying why not.
+        Cheap (at most a round trip per backing connection); the caller bounds it with a
+        deadline, and cancelling it disturbs no operation in flight. Asked by ``GET /ready``
+        (at most once a second)."""
+        ...

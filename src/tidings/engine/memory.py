@@ -75,6 +75,9 @@ class MemoryEngine:
                 await self._sweeper
             self._sweeper = None
 
+    async def ready(self) -> None:
+        """Always ready: the state is in this process."""
+
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(10.0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 
 import msgspec
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -40,6 +41,7 @@ from tidings.engine.base import (
     NO_OPTIONS,
     BrokerEventHandler,
     Engine,
+    EngineError,
     HistoryOptions,
     PresenceStats,
     PublishOptions,
@@ -72,6 +74,7 @@ class RedisEngine:
         self.prefix = cfg.prefix
         self.presence_ttl = (presence or cfg).presence_ttl
         self.idempotency_ttl = IDEMPOTENCY_TTL
+        self.pubsub_errors: Counter[str] = Counter()  # for /metrics
         self._handler: BrokerEventHandler | None = None
         self.control_channel = f"{self.prefix}.control".encode()
         self.node_channel = f"{self.prefix}.node.".encode()
@@ -173,6 +176,19 @@ class RedisEngine:
         for shard in self._all_shards():
             await shard.close()
 
+    async def ready(self) -> None:
+        """Every shard's pub/sub connection is up and its command connection answers PING
+        (the pings run side by side)."""
+        shards = self._all_shards()
+        for shard in shards:
+            if not shard.connected:
+                raise EngineError(f"redis {shard.name}: pub/sub not connected")
+        answers = await asyncio.gather(*(s.ping() for s in shards),
+                                       return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+
     def _all_shards(self) -> list[Shard]:
         shards = list(self._shards)
         shards += [s for s in self._presence_shards if s not in shards]
@@ -213,7 +229,10 @@ class RedisEngine:
             elif pubsub_channel in (self.control_channel, self.node_channel):
                 handler.handle_control(data)
         except (ValueError, msgspec.DecodeError) as exc:
-            log.error("redis: dropped a malformed message on %r: %s", pubsub_channel, exc)
+            self.pubsub_errors["handle_control_message" if pubsub_channel in (
+                self.control_channel, self.node_channel) else "handle_client_message"] += 1
+            log.error("redis: dropped a malformed message on %r: %s", pubsub_channel, exc,
+                      extra={"engine": "redis", "error": str(exc)})
         except Exception:
             # A handler bug must not take the pub/sub connection (and every channel) down.
             log.exception("redis: handling a message on %r failed", pubsub_channel)

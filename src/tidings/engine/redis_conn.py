@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +42,7 @@ class PubSubOwner(Protocol):
 
     control_channel: bytes
     node_channel: bytes
+    pubsub_errors: Counter[str]  # by Centrifugo's error label (metrics)
 
     def dispatch(self, pubsub_channel: bytes, data: bytes) -> None: ...
 
@@ -240,6 +242,17 @@ class Shard:
                 raise
             return await self.execute("EVAL", lua, len(keys), *keys, *args)
 
+    async def ping(self) -> None:
+        """PING on the command connection (readiness). The caller's deadline bounds it and,
+        unlike ``call``'s, does not close the connection: what is in flight keeps its
+        io_timeout."""
+        try:
+            await self.execute("PING")
+        except REDIS_ERRORS as exc:
+            raise EngineError(f"redis {self.name}: PING failed: {describe(exc)}") from exc
+        except EngineError as exc:
+            raise EngineError(f"redis {self.name}: PING failed: {exc}") from exc
+
     async def call(self, what: str, coro: Awaitable[T]) -> T:
         try:
             return await asyncio.wait_for(coro, self.cfg.io_timeout)
@@ -324,7 +337,8 @@ class Shard:
                 self._pong.set_result(None)
             return
         if isinstance(reply, Exception):
-            log.error("redis %s pub/sub error: %s", self.name, reply)
+            log.error("redis %s pub/sub error: %s", self.name, reply,
+                      extra={"engine": "redis", "shard": self.name, "error": str(reply)})
             if self._proto is not None:
                 self._proto.abort()
 
@@ -364,9 +378,11 @@ class Shard:
             try:
                 proto = await self._connect()
             except (EngineError, *REDIS_ERRORS) as exc:
+                self.owner.pubsub_errors["connect"] += 1
                 if self._ever_connected or delay >= 1.0:
                     log.warning("redis %s: pub/sub connect failed: %s (retrying)", self.name,
-                                describe(exc))
+                                describe(exc), extra={"engine": "redis", "shard": self.name,
+                                                      "error": describe(exc)})
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
                 continue
@@ -378,7 +394,9 @@ class Shard:
                 proto.send(b"SUBSCRIBE", *channels[i : i + 256])
             # PONG comes after every subscribe confirmation: the subscriptions are in effect.
             if not await self._ping(proto):
-                log.warning("redis %s: pub/sub subscribe timed out (retrying)", self.name)
+                self.owner.pubsub_errors["subscribe"] += 1
+                log.warning("redis %s: pub/sub subscribe timed out (retrying)", self.name,
+                            extra={"engine": "redis", "shard": self.name})
                 proto.abort()
                 self._proto = None
                 continue
@@ -387,7 +405,8 @@ class Shard:
             self._ever_connected = True
             if reconnect:
                 log.warning("redis %s: pub/sub reconnected, resubscribed %d channels",
-                            self.name, len(self.channels))
+                            self.name, len(self.channels),
+                            extra={"engine": "redis", "shard": self.name})
                 self.owner.reconnected(self)
             else:
                 log.info("redis %s: pub/sub connected", self.name)
@@ -402,7 +421,9 @@ class Shard:
                         if not fut.done():
                             fut.set_exception(EngineError(f"redis {self.name}: disconnected"))
                 self._waiters.clear()
-            log.warning("redis %s: pub/sub connection lost", self.name)
+            self.owner.pubsub_errors["connection_lost"] += 1
+            log.warning("redis %s: pub/sub connection lost", self.name,
+                        extra={"engine": "redis", "shard": self.name})
 
     async def _watch(self, proto: PubSubProtocol) -> None:
         """Return when the connection closes or stops answering PINGs."""
@@ -412,7 +433,8 @@ class Shard:
             if done:
                 return
             if not await self._ping(proto):
-                log.warning("redis %s: pub/sub connection does not answer PING", self.name)
+                log.warning("redis %s: pub/sub connection does not answer PING", self.name,
+                            extra={"engine": "redis", "shard": self.name})
                 return
 
     async def _ping(self, proto: PubSubProtocol) -> bool:

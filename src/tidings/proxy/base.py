@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from tidings.config.proxyschema import ProxyConfig
+from tidings.metrics.timing import Timing
 
 __all__ = ["CallStats", "Caller", "CountedCaller", "HookFailure", "HookState", "Who",
            "forwarded"]
@@ -46,13 +47,14 @@ class HookState:
 class CallStats:
     """Plain counters of one caller, read when asked (``Hooks.stats``, metrics)."""
 
-    __slots__ = ("calls", "failures", "inflight", "seconds")
+    __slots__ = ("calls", "failures", "inflight", "seconds", "timing")
 
     def __init__(self) -> None:
         self.calls = 0
         self.failures = 0  # unexpected failures only (not error/disconnect answers)
         self.inflight = 0
         self.seconds = 0.0  # summed duration of finished calls
+        self.timing = Timing()  # for /metrics (centrifugo_proxy_duration_seconds)
 
     def as_dict(self) -> dict[str, float]:
         return {"calls": self.calls, "failures": self.failures, "inflight": self.inflight,
@@ -91,7 +93,9 @@ class CountedCaller:
             raise
         finally:
             stats.inflight -= 1
-            stats.seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            stats.seconds += elapsed
+            stats.timing.observe_at(elapsed, time.monotonic())
 
     async def _call(self, hook: str, request: msgspec.Struct, response: type[R],
                     who: Who | None) -> R:

@@ -98,5 +98,7 @@ class HttpCaller(CountedCaller):
         return response(disconnect=Disconnect(code=dis.code, reason=dis.reason))
 
     def _failed(self, hook: str, why: str) -> HookFailure:
-        log.warning("%s proxy %r (%s) failed: %s", hook, self.name, self.config.endpoint, why)
+        log.warning("%s proxy %r (%s) failed: %s", hook, self.name, self.config.endpoint, why,
+                    extra={"hook": hook, "proxy": self.name, "endpoint": self.config.endpoint,
+                           "error": why})
         return HookFailure(why)

@@ -78,7 +78,9 @@ class PythonCaller(CountedCaller):
         except TimeoutError:
             raise self._failed(hook, f"no answer within {self.config.timeout:g}s") from None
         except Exception as exc:
-            log.exception("%s hook %r raised", hook, self.name)
+            log.exception("%s hook %r raised", hook, self.name,
+                          extra={"hook": hook, "proxy": self.name,
+                                 "endpoint": self.config.endpoint})
             raise HookFailure(f"{type(exc).__name__}: {exc}") from None
         return self._response(hook, answer, response)
 
@@ -105,5 +107,7 @@ class PythonCaller(CountedCaller):
             raise self._failed(hook, f"returned an invalid {response.__name__}: {exc}") from None
 
     def _failed(self, hook: str, why: str) -> HookFailure:
-        log.warning("%s hook %r (%s) failed: %s", hook, self.name, self.config.endpoint, why)
+        log.warning("%s hook %r (%s) failed: %s", hook, self.name, self.config.endpoint, why,
+                    extra={"hook": hook, "proxy": self.name, "endpoint": self.config.endpoint,
+                           "error": why})
         return HookFailure(why)

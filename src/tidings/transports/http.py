@@ -56,6 +56,7 @@ class ServerState:
         self.deadlines: dict[HttpProtocol, float] = {}
         self.accepting = True
         self.sockjs = sockjs.SockJSSessions(node)
+        self.readiness = routes.Readiness(node.engine, node.spawn)
         node.info_sources.append(lambda: {"num_sockjs_sessions": len(self.sockjs.by_id)})
 
     async def sweep_forever(self) -> None:
@@ -80,11 +81,13 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = ("_body", "_body_limit", "_body_size", "_head_bytes", "_header_bytes",
                  "_headers", "_in_request", "_phase", "_queue", "_req", "_task", "_url",
                  "_writable",
-                 "limits", "node", "parser", "sockjs_stream", "state", "stream", "transport",
-                 "ws")
+                 "limits", "listener", "node", "parser", "sockjs_stream", "state", "status",
+                 "stream", "transport", "ws")
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, listener: int = routes.EVERY) -> None:
         self.state = state
+        self.listener = listener  # the routes it serves: routes.PUBLIC, INTERNAL or EVERY
+        self.status = 0  # of the last answer written by ``respond`` (for metrics)
         self.node = state.node
         self.limits = state.node.config.http_server
         self.transport: asyncio.Transport | None = None
@@ -352,6 +355,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self.status = status
         headers: list[tuple[str, str]] = []
         if body or status not in (204, 101):
             headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]

@@ -9,32 +9,49 @@ for a request that will be refused. ``serve`` runs the endpoint once the body is
 Connection endpoints (WebSocket, HTTP-streaming, SSE, SockJS) pass ``door`` first:
 ``client.connection_limit`` and ``client.connection_rate_limit`` answer an empty 503, as
 Centrifugo does, before any origin or token check.
+
+Two listeners, as in Centrifugo: with ``http_server.internal_port``/``internal_address`` set,
+the routes marked ``internal`` (metrics, health, readiness, and the API unless
+``http_api.external``) are served by the internal listener only, every other route by the
+public one only; elsewhere they answer 404. Without it, one listener serves every route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from tidings.api.handlers import METHODS
 from tidings.config import Config
+from tidings.engine.base import Engine, EngineError
 from tidings.errors import ProtocolError
+from tidings.metrics import render as render_metrics
 from tidings.protocol import pbcodec
 from tidings.transports import sockjs
 from tidings.transports.httpbase import NO_CACHE, Answer, Request, door, preflight
 from tidings.transports.stream import StreamTransport, chunk
-from tidings.transports.upgrade import upgrade
+from tidings.transports.upgrade import upgrade as websocket_upgrade
 
 if TYPE_CHECKING:
     from tidings.transports.http import HttpProtocol
 
-__all__ = ["EXACT", "PREFIXES", "Route", "admit", "serve", "upgrade"]
+__all__ = ["EVERY", "EXACT", "INTERNAL", "PREFIXES", "PUBLIC", "Readiness", "Route", "admit",
+           "serve", "upgrade"]
 
 log = logging.getLogger("tidings.http")
+
+# What a listener serves (``HttpProtocol.listener``): the public routes, the internal ones, or
+# both when there is one listener.
+PUBLIC = 1
+INTERNAL = 2
+EVERY = PUBLIC | INTERNAL
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 
@@ -51,21 +68,34 @@ class Route:
     serve: Callable[[HttpProtocol, Request], Awaitable[None]]
     body_limit: Callable[[Config], int] = lambda config: 0
     check: Callable[[HttpProtocol, Request], None] | None = None  # raises Answer to refuse
+    internal: Callable[[Config], bool] = lambda config: False  # on the internal listener
+
+
+def _internal(config: Config) -> bool:
+    return True
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def find(path: str) -> Route | None:
+def find(conn: HttpProtocol, path: str) -> Route | None:
+    """The route of ``path``, if the listener ``conn`` came through serves it."""
+    config = conn.node.config
     route = EXACT.get(path)
     if route is None:
         route = next((r for prefix, r in PREFIXES if path.startswith(prefix)), None)
+        if (route is None and config.prometheus.enabled
+                and path == config.prometheus.handler_prefix.rstrip("/")):
+            route = _METRICS
+    if route is None or (conn.listener != EVERY and not conn.listener & (
+            INTERNAL if route.internal(config) else PUBLIC)):
+        return None
     return route
 
 
 def admit(conn: HttpProtocol, req: Request, path: str) -> int:
     """At the end of the headers: the body limit; raises Answer to refuse the request."""
-    route = find(path)
+    route = find(conn, path)
     if route is None:
         if req.headers.get("content-length", "0") not in ("", "0"):
             raise Answer(404, b"Not Found\n")
@@ -76,10 +106,34 @@ def admit(conn: HttpProtocol, req: Request, path: str) -> int:
 
 
 async def serve(conn: HttpProtocol, req: Request) -> None:
+    conn.status = 0
+    try:
+        await _serve(conn, req)
+    finally:
+        if conn.node.config.prometheus.instrument_http_handlers:
+            # A streaming answer writes its own head (200): status 0 here means that.
+            conn.node.counts.http_requests[
+                _pattern(req), req.method, conn.status or 200] += 1
+
+
+def _pattern(req: Request) -> str:
+    """The route a request matched, as a label of bounded cardinality ("other": none)."""
+    try:
+        path = req.path
+    except ValueError:
+        return "other"
+    if path in EXACT:
+        return path
+    if path.startswith("/api/") and path[5:] in METHODS:
+        return path
+    return next((prefix for prefix, _ in PREFIXES if path.startswith(prefix)), "other")
+
+
+async def _serve(conn: HttpProtocol, req: Request) -> None:
     path = ""
     try:
         path = req.path
-        route = find(path)
+        route = find(conn, path)
         if route is None:
             raise Answer(404, b"Not Found\n")
         await route.serve(conn, req)
@@ -96,13 +150,83 @@ async def serve(conn: HttpProtocol, req: Request) -> None:
         conn.respond(500, b"Internal Server Error\n", keep_alive=False)
 
 
+def upgrade(conn: HttpProtocol, req: Request, rest: bytes) -> None:
+    """``Upgrade: websocket``, on the listener that serves the path (404 on the other)."""
+    if find(conn, req.path) is None:
+        conn.respond(404, b"Not Found\n", keep_alive=False)
+        return
+    websocket_upgrade(conn, req, rest)
+
+
 # ---------------------------------------------------------------- endpoints
 
 
 async def health(conn: HttpProtocol, req: Request) -> None:
+    """Liveness: the process answers HTTP."""
     if not conn.node.config.health.enabled:
         raise Answer(404, b"Not Found\n")
     conn.respond(200, b"{}", content_type="application/json", keep_alive=req.keep_alive)
+
+
+class Readiness:
+    """Whether the node can serve (its engine answers), for ``GET /ready``. The engine is
+    asked at most once per ``ttl`` seconds, so a load balancer polling often does not reach
+    Redis each time; probes that come while it is asked share that one check (a task owned
+    by ``spawn``: the node's)."""
+
+    def __init__(self, engine: Engine,
+                 spawn: Callable[[Coroutine[None, None, str]], asyncio.Task[str]], *,
+                 timeout: float = 1.0, ttl: float = 1.0) -> None:
+        self.engine = engine
+        self.spawn = spawn
+        self.timeout = timeout
+        self.ttl = ttl
+        self._reason = ""
+        self._until = 0.0  # time.monotonic() until which _reason holds
+        self._asking: asyncio.Task[str] | None = None
+
+    async def reason(self) -> str:
+        """The empty string when ready, else why not."""
+        if time.monotonic() < self._until:
+            return self._reason
+        if self._asking is None:
+            self._asking = self.spawn(self._ask())
+        return await asyncio.shield(self._asking)
+
+    async def _ask(self) -> str:
+        reason = ""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.engine.ready()
+        except EngineError as exc:
+            reason = str(exc) or "engine not ready"
+        except TimeoutError:
+            reason = f"engine did not answer within {self.timeout:g}s"
+        finally:
+            self._asking = None
+        self._reason, self._until = reason, time.monotonic() + self.ttl
+        return reason
+
+
+_ready_json = msgspec.json.Encoder()
+
+
+async def ready(conn: HttpProtocol, req: Request) -> None:
+    """Readiness (a Tidings addition; Centrifugo has /health only): 200 when the engine
+    answers, 503 with the reason when it does not or the server is shutting down."""
+    if not conn.node.config.health.enabled:
+        raise Answer(404, b"Not Found\n")
+    reason = await conn.state.readiness.reason() if conn.state.accepting else "shutting down"
+    status, body = ((503, {"ready": False, "reason": reason}) if reason
+                    else (200, {"ready": True}))
+    conn.respond(status, _ready_json.encode(body), content_type="application/json",
+                 keep_alive=req.keep_alive)
+
+
+async def metrics(conn: HttpProtocol, req: Request) -> None:
+    """``prometheus.handler_prefix`` (``/metrics``) with ``prometheus.enabled``."""
+    conn.respond(200, render_metrics(conn.node), content_type=METRICS_TYPE,
+                 keep_alive=req.keep_alive)
 
 
 def api_check(conn: HttpProtocol, req: Request) -> None:
@@ -226,10 +350,16 @@ def _stream_body(name: str) -> Callable[[Config], int]:
     return lambda config: int(getattr(config, name).max_request_body_size)
 
 
-_API = Route(api, _api_body, api_check)
+def _api_internal(config: Config) -> bool:
+    return not config.http_api.external
+
+
+_API = Route(api, _api_body, api_check, internal=_api_internal)
+_METRICS = Route(metrics, internal=_internal)  # at prometheus.handler_prefix (``find``)
 
 EXACT: dict[str, Route] = {
-    "/health": Route(health),
+    "/health": Route(health, internal=_internal),
+    "/ready": Route(ready, internal=_internal),
     "/api": _API,
     "/emulation": Route(emulation, _emulation_body),
     "/connection/websocket": Route(upgrade_required),

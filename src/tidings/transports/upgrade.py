@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from tidings.protocol import pbcodec, wsframe
-from tidings.transports.httpbase import Answer, Request, door, origin_allowed
+from tidings.transports.httpbase import Answer, Request, door, origin_allowed, origin_refused
 from tidings.transports.websocket import (
     ProtobufWebSocketTransport,
     UniWebSocketTransport,
@@ -70,7 +70,7 @@ def _check(conn: HttpProtocol, req: Request) -> tuple[bool, str]:
     if headers.get("upgrade", "").lower() != "websocket" or not _valid_key(key):
         raise Answer(400, b"Bad WebSocket handshake\n")
     if not origin_allowed(headers.get("origin"), config.client.allowed_origins):
-        log.info("websocket rejected: origin %r not allowed", headers.get("origin"))
+        origin_refused(headers.get("origin"), path)
         raise Answer(403, b"Origin not allowed\n")
     return uni, key
 

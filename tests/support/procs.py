@@ -1,0 +1,38 @@
+"""Server processes the tests start themselves (redis-server, prometheus): every one is ended
+by its own ``Popen`` handle (its PID), and any not reaped yet is killed at interpreter exit,
+so an aborted run (a failing fixture, Ctrl-C) never leaves one behind."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import signal
+import subprocess
+
+__all__ = ["LIVE", "stop_process"]
+
+LIVE: set[subprocess.Popen[bytes]] = set()  # started and not reaped yet
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(LIVE):
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        LIVE.discard(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; reaped and forgotten either way."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+    LIVE.discard(proc)
