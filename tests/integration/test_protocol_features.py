@@ -178,7 +178,15 @@ async def test_origin_check(tidings_server: ServerFactory) -> None:
     with pytest.raises(InvalidStatus) as exc:
         await connect(srv.ws_url, origin=Origin("https://evil.test"))
     assert exc.value.response.status_code == 403
-    strict = tidings_server()  # no allowed_origins: only requests without Origin pass
+    # No allowed_origins: the page's own host passes (the Host header names it), as behind
+    # nginx with `proxy_set_header Host $host`; any other origin is refused.
+    strict = tidings_server()
     with pytest.raises(InvalidStatus) as exc:
         await connect(strict.ws_url, origin=Origin("https://app.example.com"))
+    assert exc.value.response.status_code == 403
+    host = strict.ws_url.split("//", 1)[1].split("/", 1)[0]  # 127.0.0.1:PORT
+    same = await connect(strict.ws_url, origin=Origin(f"http://{host}"))
+    await same.close()
+    with pytest.raises(InvalidStatus) as exc:  # same host name, another port: another origin
+        await connect(strict.ws_url, origin=Origin("http://127.0.0.1:1"))
     assert exc.value.response.status_code == 403

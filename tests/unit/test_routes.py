@@ -51,3 +51,19 @@ async def test_an_engine_that_does_not_answer_in_time_is_not_ready() -> None:
     engine = FakeEngine()
     engine.delay = 10.0
     assert "did not answer within 0.2s" in await readiness(engine).reason()
+
+
+def test_same_host_origins_when_none_are_listed() -> None:
+    from tidings.transports.httpbase import origin_allowed
+
+    assert origin_allowed(None, [])  # not a browser
+    assert origin_allowed("https://chat.example.com", [], "chat.example.com")  # behind nginx
+    assert origin_allowed("https://chat.example.com:443", [], "chat.example.com")
+    assert origin_allowed("http://127.0.0.1:8000", [], "127.0.0.1:8000")
+    assert not origin_allowed("http://127.0.0.1:8001", [], "127.0.0.1:8000")
+    assert not origin_allowed("https://evil.example", [], "chat.example.com")
+    assert not origin_allowed("https://chat.example.com", [], None)
+    assert not origin_allowed("null", [], "chat.example.com")
+    # A list replaces the same-host rule: only the listed patterns.
+    assert not origin_allowed("https://chat.example.com", ["https://app.example.com"],
+                              "chat.example.com")

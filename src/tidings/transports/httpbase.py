@@ -95,13 +95,33 @@ def origin_refused(origin: str | None, path: str) -> None:
                 path[:200], extra={"origin": shown, "path": path[:200]})
 
 
-def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+def origin_allowed(origin: str | None, allowed: list[str], host: str | None = None) -> bool:
+    """Whether a request with this ``Origin`` may connect: no Origin (not a browser), an
+    origin matching a ``client.allowed_origins`` pattern, or, when that list is empty, an
+    origin on the request's own host (``Host``): a page served from the same host and port,
+    as behind a proxy that passes the Host header on (Flask-SocketIO's default)."""
     if origin is None:
         return True
     if not allowed:
-        return False
+        return host is not None and _same_host(origin, host)
     origin = origin.lower()
     return any(fnmatch.fnmatchcase(origin, pattern.lower()) for pattern in allowed)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _same_host(origin: str, host: str) -> bool:
+    try:
+        parts = urlsplit(origin.strip().lower())
+        netloc = parts.netloc
+    except ValueError:
+        return False
+    if not netloc or parts.scheme not in _DEFAULT_PORTS:
+        return False
+    default = f":{_DEFAULT_PORTS[parts.scheme]}"
+    host = host.strip().lower()
+    return netloc.removesuffix(default) == host.removesuffix(":80").removesuffix(":443")
 
 
 def cors_headers(req: Request, allowed: list[str]) -> list[tuple[str, str]] | None:
@@ -109,7 +129,7 @@ def cors_headers(req: Request, allowed: list[str]) -> list[tuple[str, str]] | No
     origin = req.headers.get("origin")
     if origin is None:
         return []
-    if not origin_allowed(origin, allowed):
+    if not origin_allowed(origin, allowed, req.headers.get("host")):
         return None
     headers = [
         ("Access-Control-Allow-Origin", origin),

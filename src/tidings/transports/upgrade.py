@@ -69,7 +69,8 @@ def _check(conn: HttpProtocol, req: Request) -> tuple[bool, str]:
     key = headers.get("sec-websocket-key", "")
     if headers.get("upgrade", "").lower() != "websocket" or not _valid_key(key):
         raise Answer(400, b"Bad WebSocket handshake\n")
-    if not origin_allowed(headers.get("origin"), config.client.allowed_origins):
+    if not origin_allowed(headers.get("origin"), config.client.allowed_origins,
+                          headers.get("host")):
         origin_refused(headers.get("origin"), path)
         raise Answer(403, b"Origin not allowed\n")
     return uni, key
