@@ -99,8 +99,37 @@ async def test_a_connection_the_server_closed_while_idle_is_retried_once() -> No
         pool = h1.Pool()
         endpoint = h1.Endpoint(url)
         await pool.post(endpoint, {}, b"{}")
-        assert await pool.post(endpoint, {}, b"{}") == (200, b'{"result":{}}')
+        assert await pool.post(endpoint, {}, b"{}", replay=True) == (200, b'{"result":{}}')
         assert accepted == [2] and calls == [3]
+        pool.close()
+
+
+async def test_a_post_that_may_not_be_replayed_is_not_sent_twice() -> None:
+    calls = [0]
+
+    def answer(req: bytes) -> bytes | None:
+        calls[0] += 1
+        return ok() if calls[0] != 2 else None  # reads the second request, never answers
+
+    async with scripted(answer) as (url, _, _accepted):
+        pool = h1.Pool()
+        endpoint = h1.Endpoint(url)
+        await pool.post(endpoint, {}, b"{}")
+        with pytest.raises(h1.HttpError):
+            await asyncio.wait_for(pool.post(endpoint, {}, b"{}"), 5)  # e.g. a publish hook
+        assert calls == [2]
+        pool.close()
+
+
+async def test_an_answer_ended_by_the_close_and_interim_answers() -> None:
+    answers = iter([b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+                    b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n{\"a\":1}"])
+    async with scripted(lambda req: next(answers)) as (url, _, _accepted):
+        pool = h1.Pool()
+        endpoint = h1.Endpoint(url)
+        assert await asyncio.wait_for(pool.post(endpoint, {}, b"{}"), 5) == (200, b"{}")
+        assert await asyncio.wait_for(pool.post(endpoint, {}, b"{}"), 5) == (200, b'{"a":1}')
         pool.close()
 
 

@@ -284,3 +284,26 @@ async def test_binary_encoding_and_user_limited_channels() -> None:
         assert json.loads(base64.b64decode(req.b64data)) == {"text": "hi"}
         pubs = [p["pub"]["data"] for p in ws.pushes() if "pub" in p]
         assert pubs == [{"from": "b64"}]
+
+
+METAS: list[Any] = []
+
+
+async def meta_subscribe(req: SubscribeRequest) -> SubscribeResult:
+    METAS.append(req.meta)
+    return SubscribeResult()
+
+
+async def test_a_tokens_meta_reaches_the_hooks() -> None:
+    METAS.clear()
+    async with in_process_server({
+        "channel": {"proxy": {"subscribe": {
+            "endpoint": "python:tests.unit.test_hooks:meta_subscribe",
+            "include_connection_meta": True}},
+            "namespaces": [{"name": "mm", "subscribe_proxy_enabled": True}]},
+        "client": {"ping_interval": "0s"},
+    }) as srv:
+        ws = await websocket(srv, make_token("7", meta={"tenant": "t1"}))
+        cmd = ws.command(subscribe={"channel": "mm:room"})
+        await settle()
+        assert "subscribe" in ws.reply(cmd) and METAS == [{"tenant": "t1"}]

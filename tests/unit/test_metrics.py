@@ -136,3 +136,15 @@ async def test_opt_in_families() -> None:
                  status="404") == 1
     assert value(samples, "centrifugo_client_recovered_publications_count") == 1
     assert value(samples, "centrifugo_client_recover") == 1
+
+
+def test_quantiles_merged_over_transports_keep_every_sample() -> None:
+    from tidings.metrics.render import _merged
+
+    slow, fast = Timing(), Timing()
+    for _ in range(2048):
+        slow.observe_at(1.0, now=10.0)
+        fast.observe_at(0.001, now=10.0)
+    merged = _merged(slow, fast)
+    assert merged.count == 4096
+    assert merged.quantiles(10.0)[1] == 1.0  # p99 of half 1 s, half 1 ms

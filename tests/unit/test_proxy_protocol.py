@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tidings.cli import main
 from tidings.config import ConfigError, config_from_dict
 from tidings.config.proxyschema import ProxyConfig
 from tidings.config.validate import require_hook_endpoints
+from tidings.errors import ReplyError
 from tidings.hooks import (
     UNSET,
     ConnectRequest,
@@ -21,9 +23,10 @@ from tidings.hooks import (
     HookError,
     PublishResponse,
     RefreshRequest,
+    RefreshResponse,
     answer,
 )
-from tidings.protocol.hookanswers import publish_answer
+from tidings.protocol.hookanswers import credentials, publish_answer
 from tidings.proxy.base import HookState, forwarded
 
 
@@ -114,9 +117,51 @@ def test_checkconfig_refuses_hooks_it_cannot_call(tmp_path: Path,
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"client": {"proxy": {"connect": {
         "enabled": True, "endpoint": "python:no_such_module:connect"}}}}))
-    assert main(["checkconfig", "--config", str(bad)]) == 2
+    assert main(["checkconfig", "--config", str(bad)]) == 1
     assert "no_such_module" in capsys.readouterr().err
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"client": {"proxy": {"connect": {
-        "enabled": True, "endpoint": "python:tests.support.hookapp:connect"}}}}))
+        "enabled": True, "endpoint": "python:tests.support.hookapp:connect"}}},
+        "http_api": {"key": "k"}}))
     assert main(["checkconfig", "--config", str(good)]) == 0
+
+
+def test_connect_result_channels_and_subs_are_merged() -> None:
+    result = msgspec.json.decode(
+        b'{"user":"u","channels":["news","chat"],"subs":{"chat":{"info":{"r":1}}}}',
+        type=ConnectResult)
+    creds = credentials(result, 0.0)
+    assert sorted(creds.subs) == ["chat", "news"] and creds.subs["chat"].info == b'{"r":1}'
+
+
+def test_info_that_is_not_json_is_refused() -> None:
+    result = ConnectResult(user="u", b64info=base64.b64encode(b"\x00bin\n").decode())
+    with pytest.raises(ReplyError) as err:
+        credentials(result, 0.0)
+    assert err.value.code == 100
+
+
+async def test_a_deeply_nested_answer_is_a_failure_not_a_crash() -> None:
+    import asyncio
+
+    from tidings.proxy import HookFailure
+    from tidings.proxy.http import HttpCaller, HttpPool
+
+    nested = b'{"result":{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(nested), nested))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = HttpPool()
+    caller = HttpCaller("default", ProxyConfig(endpoint=f"http://127.0.0.1:{port}/rpc"), pool)
+    request = RefreshRequest(user="u")
+    with pytest.raises(HookFailure):
+        await caller.call("refresh", request, RefreshResponse, None)
+    assert caller.stats.failures == 1
+    await pool.close()
+    server.close()

@@ -85,6 +85,7 @@ class Channels:
                 subs.ready = None
 
     def hub_remove(self, channel: str, client: Peer) -> None:
+        self.counts.actions["remove_subscription"] += 1
         if self.hub.remove(channel, client):
             self.spawn(self._unsubscribe_if_empty(channel))
 

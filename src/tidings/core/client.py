@@ -352,7 +352,7 @@ class Client:
             return False
         except ReplyError as err:
             method = command_method(cmd)
-            self.node.counts.reply_errors[method, err.code] += 1
+            self.node.counts.reply_error(method, err.code)
             if log.isEnabledFor(logging.DEBUG):
                 self._log_refused(cmd, method, err)
             if cmd.id:

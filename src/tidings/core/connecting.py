@@ -102,9 +102,9 @@ async def credentials(client: Connection, req: ConnectRequest, now: float) -> Cr
                                   if k.lower() in hooks.emulated_names}
     if creds is None and hooks.connect is not None:
         creds = await proxied.connect(client, hooks.connect, req, now)
-        if creds is not None and creds.meta is not None:
-            state = client.hook_state = client.hook_state or HookState()
-            state.meta = creds.meta
+    if creds is not None and creds.meta is not None:  # a token's or a connect hook's
+        state = client.hook_state = client.hook_state or HookState()
+        state.meta = creds.meta
     return creds if creds is not None else session.anonymous()
 
 
@@ -120,6 +120,11 @@ async def establish(client: Connection, req: ConnectRequest, now: float
     except ReplyError:
         session.state = State.FAILED
         raise
+    if client.closed:  # it went while the connect awaited (a hook, the engine): undo, stop
+        if client.counted:
+            node.spawn(node.engine.remove_user_connection(decision.user, client.client_id))
+            client.counted = False
+        raise Disconnect.CONNECTION_CLOSED
     session.connected(decision)
     node.client_connected(client)
     if log.isEnabledFor(logging.DEBUG):  # names the SDK sends, cut short: peer-controlled

@@ -32,7 +32,7 @@ from tidings.protocol.hookanswers import (
 )
 from tidings.protocol.messages import ConnectRequest, SubscribeRequest
 from tidings.protocol.session import Credentials
-from tidings.proxy import Caller, HookFailure
+from tidings.proxy import Caller, HookFailure, HookState
 
 __all__ = ["RETRY", "Published", "connect", "publish", "refresh", "rpc", "sub_refresh",
            "subscribe"]
@@ -113,7 +113,20 @@ async def connect(client: Peer, caller: Caller, req: ConnectRequest,
     _refused(answer)
     if answer.result is None:
         return None
-    return credentials(answer.result, now)
+    creds = credentials(answer.result, now)
+    creds.data = _for_client(client, creds.data)
+    return creds
+
+
+def _for_client(client: Peer, data: bytes | None) -> bytes | None:
+    """Data a hook gave for this client alone: a JSON client can only be sent JSON (a
+    ``b64data`` that is not JSON is an error 100), without CR/LF (they frame messages)."""
+    if data is None or client.protobuf:
+        return data
+    if not codec.is_json(data):
+        log.warning("a hook gave data that is not JSON for a JSON client")
+        raise ErrorCode.INTERNAL
+    return codec.strip_newlines(data)
 
 
 async def subscribe(client: Peer, caller: Caller, decision: SubscribeDecision,
@@ -124,6 +137,7 @@ async def subscribe(client: Peer, caller: Caller, decision: SubscribeDecision,
     _refused(answer)
     if answer.result is not None:
         subscribe_answer(client.session, decision, req, answer.result, server_refresh, now)
+        decision.data = _for_client(client, decision.data)
 
 
 async def publish(client: Peer, caller: Caller, channel: str, data: bytes) -> Published:
@@ -154,7 +168,9 @@ async def refresh(client: Peer, caller: Caller, timers: Timers) -> None:
     request = pp.RefreshRequest(**_common(client, caller))
     try:
         answer = await caller.call("refresh", request, pp.RefreshResponse, client.hook_state)
-    except HookFailure:
+    except Exception as exc:  # a failure (or a bug): the connection stays, asked again later
+        if not isinstance(exc, HookFailure):
+            log.exception("refresh hook %r failed", caller.name)
         timers.schedule_expiry(client, time.time() + RETRY)
         return
     if client.closed:
@@ -176,8 +192,9 @@ async def refresh(client: Peer, caller: Caller, timers: Timers) -> None:
         return
     if info is not None:
         session.info = info
-    if meta is not None and client.hook_state is not None:
-        client.hook_state.meta = meta
+    if meta is not None:
+        state = client.hook_state = client.hook_state or HookState()
+        state.meta = meta
     session.expires_at = result.expire_at
     timers.schedule_expiry(client, result.expire_at)
 
@@ -191,7 +208,9 @@ async def sub_refresh(client: Peer, caller: Caller, timers: Timers, channel: str
     try:
         answer = await caller.call("sub_refresh", request, pp.SubRefreshResponse,
                                    client.hook_state)
-    except HookFailure:
+    except Exception as exc:  # a failure (or a bug): the subscription stays, asked again
+        if not isinstance(exc, HookFailure):
+            log.exception("sub_refresh hook %r failed", caller.name)
         timers.schedule_sub_expiry(client, channel, time.time() + RETRY, delay=0.0)
         return
     if client.closed or client.session.subs.get(channel) is not sub:

@@ -13,6 +13,7 @@ __all__ = ["Counts"]
 
 BROADCAST_BUCKETS = (1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, .001, .005, .01, .025, .05,
                      .1, .25, .5, 1, 2.5, 5, 10)
+MAX_ERROR_SERIES = 500
 RECOVERED_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 SURVEY_BUCKETS = (.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 
@@ -38,6 +39,14 @@ class Counts:
         self.broadcast = Histogram(BROADCAST_BUCKETS)
         self.recovered = Histogram(RECOVERED_BUCKETS)  # publications per recovery
         self.http_requests: Counter[tuple[str, str, int]] = Counter()  # (path, method, status)
+
+    def reply_error(self, method: str, code: int) -> None:
+        """Error replies by method and code; codes a backend hook chose can be anything, so at
+        most ``MAX_ERROR_SERIES`` series, the rest under code 0 ("other")."""
+        key = (method, code)
+        if key not in self.reply_errors and len(self.reply_errors) >= MAX_ERROR_SERIES:
+            key = (method, 0)
+        self.reply_errors[key] += 1
 
     def action(self, name: str) -> None:
         self.actions[name] += 1

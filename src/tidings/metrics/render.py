@@ -182,7 +182,7 @@ def _yes(flag: bool) -> str:
 def _merged(into: Timing | None, t: Timing) -> Timing:
     if into is None:
         return t
-    merged = Timing(t.bounds)
+    merged = Timing(t.bounds, keep=len(into._recent) + len(t._recent) + 1)
     for source in (into, t):
         merged.counts = [a + b for a, b in zip(merged.counts, source.counts, strict=True)]
         merged.sum += source.sum

@@ -49,9 +49,9 @@ class Timing(Histogram):
 
     __slots__ = ("_recent",)
 
-    def __init__(self, bounds: tuple[float, ...] = DEF_BUCKETS) -> None:
+    def __init__(self, bounds: tuple[float, ...] = DEF_BUCKETS, keep: int = KEEP) -> None:
         super().__init__(bounds)
-        self._recent: deque[tuple[float, float]] = deque(maxlen=KEEP)
+        self._recent: deque[tuple[float, float]] = deque(maxlen=keep)
 
     def observe_at(self, value: float, now: float) -> None:
         self.observe(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tidings.errors import ErrorCode
+from tidings.protocol import codec
 from tidings.protocol import proxyproto as pp
 from tidings.protocol.grants import SubscribeDecision, as_proxied
 from tidings.protocol.messages import SubscribeRequest
@@ -23,16 +24,30 @@ def _bytes(value: object, b64: str) -> bytes | None:
         raise ErrorCode.INTERNAL from None
 
 
+def _json(value: object, b64: str) -> bytes | None:
+    """Client or channel info: sent to every subscriber (presence, join/leave, publications),
+    JSON ones included, so it must be JSON whatever field it came in (no CR/LF: they frame)."""
+    data = _bytes(value, b64)
+    if data is None:
+        return None
+    if not codec.is_json(data):
+        raise ErrorCode.INTERNAL
+    return codec.strip_newlines(data)
+
+
 def credentials(result: pp.ConnectResult, now: float) -> Credentials:
     """A connect hook's result as the connection's credentials."""
     subs = {
-        channel: SubscribeOptions(info=_bytes(opts.info, opts.b64info),
+        channel: SubscribeOptions(info=_json(opts.info, opts.b64info),
                                   data=_bytes(opts.data, opts.b64data),
                                   override=pp.overrides(opts.override))
         for channel, opts in result.subs.items()
     }
+    if subs:  # both given: every channel, `subs` options winning (Centrifugo merges them)
+        for channel in result.channels:
+            subs.setdefault(channel, SubscribeOptions())
     return Credentials(
-        user=result.user, info=_bytes(result.info, result.b64info),
+        user=result.user, info=_json(result.info, result.b64info),
         expires_at=result.expire_at, channels=list(result.channels), subs=subs,
         data=_bytes(result.data, result.b64data), meta=_bytes(result.meta, ""),
     )
@@ -50,7 +65,7 @@ def subscribe_answer(session: Session, decision: SubscribeDecision, req: Subscri
                                   server_side=False)
         decision.sub = sub = regranted
         decision.recover = req.recover and sub.recoverable
-    sub.chan_info = _bytes(result.info, result.b64info)
+    sub.chan_info = _json(result.info, result.b64info)
     data = _bytes(result.data, result.b64data)
     if data is not None:
         decision.data = data

@@ -211,7 +211,7 @@ class Session:
         return Credentials(
             user=token.user, info=token.info,
             expires_at=0 if self.config.insecure else token.expires_at,
-            channels=list(token.channels), subs=dict(token.subs),
+            channels=list(token.channels), subs=dict(token.subs), meta=token.meta,
         )
 
     def anonymous(self) -> Credentials:

@@ -8,11 +8,13 @@ writes the request as one bytes object and parses the answer with httptools (the
 server side uses): one protocol object per pooled connection, nothing per call but a future.
 
 What it does, and only that: keep-alive connections per (host, port, TLS), at most
-``limit`` open, idle ones reused most-recent first; a request on a reused connection that
-the server had closed (no answer byte read) is sent once more on a new one; ``Connection:
-close`` and HTTP/1.0 answers are honoured; bodies by Content-Length or chunked, up to
-``max_body`` bytes; TLS through asyncio. Header values are checked: a CR, LF or NUL in a
-name or value refuses the call (no header injection from forwarded client values).
+``limit`` open, idle ones reused most-recent first; a request on a reused connection that the
+server had closed (no answer byte read) is sent once more on a new one when the caller says it
+may be (``replay``: hooks that are safe to ask twice); ``Connection: close``, HTTP/1.0 and
+answers ended by the close are honoured, interim (1xx) answers skipped, bytes nobody asked for
+close the connection; bodies by Content-Length or chunked, up to ``max_body`` bytes; TLS
+through asyncio. Header values are checked: a CR, LF or NUL in a name or value refuses the
+call (no header injection from forwarded client values).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class Endpoint:
 
     __slots__ = ("head", "host", "key", "port", "server_hostname", "ssl")
 
-    def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None,
+                 server_name: str = "") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -53,16 +56,19 @@ class Endpoint:
         self.port = parts.port or (443 if tls else 80)
         self.ssl: ssl.SSLContext | None = (
             (ssl_context or ssl.create_default_context()) if tls else None)
-        self.server_hostname = self.host if tls else None
+        self.server_hostname = (server_name or self.host) if tls else None
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        default_port = self.port == (443 if tls else 80)
-        host_header = self.host if default_port else f"{self.host}:{self.port}"
-        if ":" in self.host and not default_port:  # IPv6 literal
-            host_header = f"[{self.host}]:{self.port}"
-        self.head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+        host = _host_header(self.host, self.port, 443 if tls else 80)
+        self.head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")
         self.key = (self.host, self.port, tls)
+
+
+def _host_header(host: str, port: int, default_port: int) -> str:
+    if ":" in host:  # an IPv6 literal goes in brackets
+        host = f"[{host}]"
+    return host if port == default_port else f"{host}:{port}"
 
 
 def _header_block(headers: dict[str, str]) -> bytes:
@@ -84,6 +90,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._body: list[bytes] = []
         self._size = 0
+        self._framed = False  # the answer has a Content-Length or is chunked
+        self._headed = False  # its headers are in
         self.got_bytes = False  # any byte of the current answer arrived
         self.reusable = False
         self.closed = False
@@ -94,6 +102,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the connection is out of step
+            self.close()
+            return
         self.got_bytes = True
         try:
             self._parser.feed_data(data)
@@ -102,15 +113,29 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        waiter = self._waiter
+        if exc is None and waiter is not None and self._headed and not self._framed:
+            # An answer without a length ends when the server closes (HTTP/1.0 style).
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result((self._parser.get_status_code(), b"".join(self._body)))
+            return
         self._fail(HttpError(f"connection lost: {exc}" if exc else "connection closed"))
 
     # ---------------------------------------------------------------- httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # An answer that says it is too large is refused before any of its body is kept.
-        if len(name) == 14 and name.lower() == b"content-length" and value.strip().isdigit() \
-                and int(value) > self._max_body:
-            self._fail(HttpError(f"answer of {int(value)} bytes is over {self._max_body}"))
+        lower = name.lower()
+        if lower == b"content-length":
+            self._framed = True
+            # An answer that says it is too large is refused before any of its body is kept.
+            if value.strip().isdigit() and int(value) > self._max_body:
+                self._fail(HttpError(f"answer of {int(value)} bytes is over {self._max_body}"))
+        elif lower == b"transfer-encoding":
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headed = True
 
     def on_body(self, body: bytes) -> None:
         if self.closed:  # refused already: nothing more is kept
@@ -122,6 +147,9 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:  # an interim answer: the final follows
+            self._body, self._size, self._framed, self._headed = [], 0, False, False
+            return
         waiter = self._waiter
         self._waiter = None
         self.reusable = bool(self._parser.should_keep_alive())
@@ -136,6 +164,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = loop.create_future()
         self._body = []
         self._size = 0
+        self._framed = self._headed = False
         self.got_bytes = False
         self.reusable = False
         self.transport.write(request)
@@ -170,10 +199,11 @@ class Pool:
     def open_connections(self) -> int:
         return self._open
 
-    async def post(self, endpoint: Endpoint, headers: dict[str, str], body: bytes
-                   ) -> tuple[int, bytes]:
+    async def post(self, endpoint: Endpoint, headers: dict[str, str], body: bytes,
+                   replay: bool = False) -> tuple[int, bytes]:
         """POST ``body`` (JSON) with ``headers``: the answer's status and body. The caller
-        bounds the time (a cancelled call closes its connection)."""
+        bounds the time (a cancelled call closes its connection). ``replay``: the request may
+        be sent twice (sent once more when a reused connection closed before any answer)."""
         request = b"".join((endpoint.head, _header_block(headers),
                             b"Content-Type: application/json\r\nContent-Length: ",
                             str(len(body)).encode(), b"\r\n\r\n", body))
@@ -181,7 +211,7 @@ class Pool:
         try:
             answer = await self._exchange(conn, request)
         except HttpError:
-            if not (reused and not conn.got_bytes):
+            if not (replay and reused and not conn.got_bytes):
                 raise
             # The server closed the idle connection as we reused it: once more, on a new one.
             conn, _ = await self._acquire(endpoint, fresh=True)
@@ -215,7 +245,12 @@ class Pool:
                 return await self._connect(endpoint), False
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # it was handed a slot it will not use: pass it on
+                raise
 
     async def _connect(self, endpoint: Endpoint) -> _Connection:
         self._open += 1

@@ -31,6 +31,12 @@ R = TypeVar("R", bound=msgspec.Struct)
 MAX_RESPONSE_SIZE = 8 * 1024 * 1024  # an answer larger than this is a failure (error 100)
 _POOL_LIMIT = 512  # connections open at once to all backends; more calls wait for one
 _encode = msgspec.json.Encoder().encode
+_OWN_HEADERS = ("content-type", "content-length", "host", "transfer-encoding", "trailer",
+                "connection", "upgrade", "te", "keep-alive")
+# Hooks that can be asked twice with no harm: a request on a reused keep-alive connection that
+# the backend closed before answering is sent once more for these only (Go's client, which
+# Centrifugo uses, never replays a POST; publish and rpc are not replayed here either).
+_REPLAYABLE = frozenset({"connect", "refresh", "subscribe", "sub_refresh"})
 
 
 class HttpPool:
@@ -56,25 +62,26 @@ class HttpCaller(CountedCaller):
     def __init__(self, name: str, config: ProxyConfig, pool: HttpPool) -> None:
         super().__init__(name, config)
         self._pool = pool
-        self._endpoint = h1.Endpoint(
-            config.endpoint,
-            client_context(config.http.tls) if config.http.tls.enabled else None)
+        tls = config.http.tls
+        self._endpoint = h1.Endpoint(config.endpoint,
+                                     client_context(tls) if tls.enabled else None,
+                                     server_name=tls.server_name)
         self._static = {k.lower(): v for k, v in config.http.static_headers.items()}
         self._transforms = {t.status_code: t for t in config.http.status_to_code_transforms}
 
     async def _call(self, hook: str, request: msgspec.Struct, response: type[R],
                     who: Who | None) -> R:
         headers = {**self._static, **forwarded(self.config, who)}
-        headers.pop("content-type", None)  # always application/json
-        headers.pop("content-length", None)
-        headers.pop("host", None)
+        for name in _OWN_HEADERS:  # set by the client itself, or hop-by-hop
+            headers.pop(name, None)
         try:
             body = _encode(request)
         except (TypeError, msgspec.EncodeError) as exc:
             raise self._failed(hook, f"request not encodable: {exc}") from None
         try:
             async with asyncio.timeout(self.config.timeout):
-                status, raw = await self._pool.pool().post(self._endpoint, headers, body)
+                status, raw = await self._pool.pool().post(
+                    self._endpoint, headers, body, replay=hook in _REPLAYABLE)
         except TimeoutError:
             raise self._failed(hook, f"no answer within {self.config.timeout:g}s") from None
         except h1.HttpError as exc:
@@ -83,8 +90,8 @@ class HttpCaller(CountedCaller):
             return self._transformed(hook, status, response)
         try:
             return msgspec.json.decode(raw, type=response)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._failed(hook, f"unreadable answer: {exc}") from None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise self._failed(hook, f"unreadable answer: {type(exc).__name__}: {exc}") from None
 
     def _transformed(self, hook: str, status: int, response: type[R]) -> R:
         transform = self._transforms.get(status)

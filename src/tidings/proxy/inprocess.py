@@ -15,6 +15,7 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -29,6 +30,19 @@ log = logging.getLogger("tidings.proxy")
 
 R = TypeVar("R", bound=msgspec.Struct)
 _PAYLOADS = ("data", "meta")
+HOOK_THREADS = 32  # plain-function hooks running at once; more wait (within their timeout)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _threads() -> ThreadPoolExecutor:
+    """Plain-function hooks run on threads of their own: one that hangs past its timeout
+    keeps its thread, and must not take the loop's default executor (DNS lookups) with it."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=HOOK_THREADS,
+                                        thread_name_prefix="tidings-hook"))
+    return _POOL[0]
 
 
 def import_hook(endpoint: str) -> Callable[..., Any]:
@@ -85,7 +99,8 @@ class PythonCaller(CountedCaller):
         return self._response(hook, answer, response)
 
     async def _in_thread(self, request: msgspec.Struct) -> Any:
-        answer = await asyncio.to_thread(self.fn, request)
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(_threads(), self.fn, request)
         if inspect.isawaitable(answer):  # an async callable that is not a coroutine function
             answer = await answer
         return answer
