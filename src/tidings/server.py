@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import resource
 import signal
 import socket
@@ -23,9 +24,13 @@ from tidings.engine import make_engine
 from tidings.transports.http import HttpProtocol, ServerState
 from tidings.transports.routes import EVERY, INTERNAL, PUBLIC
 
-__all__ = ["Server", "run"]
+__all__ = ["ListenError", "Server", "run"]
 
 log = logging.getLogger("tidings.server")
+
+
+class ListenError(OSError):
+    """A listener cannot bind (its ``strerror`` is the CLI's one line, naming host:port)."""
 
 
 class Server:
@@ -71,10 +76,16 @@ class Server:
 
     async def _listen(self, host: str, port: int, listener: int) -> int:
         """Serve the routes ``listener`` names on host:port; returns the bound port."""
-        server = await asyncio.get_running_loop().create_server(
-            lambda: HttpProtocol(self.state, listener), host=host or None, port=port,
-            reuse_address=True, backlog=4096,
-        )
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: HttpProtocol(self.state, listener), host=host or None, port=port,
+                reuse_address=True, backlog=4096,
+            )
+        except OSError as exc:
+            code = exc.errno or 0
+            reason = os.strerror(code) if code > 0 else exc.strerror or str(exc)
+            raise ListenError(exc.errno, f"cannot listen on {host or '0.0.0.0'}:{port}: "
+                                         f"{reason}") from exc
         self._servers.append(server)
         for s in server.sockets:
             with contextlib.suppress(OSError):

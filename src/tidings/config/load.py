@@ -5,11 +5,12 @@ naming the key."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tidings.config.schema import Config, ConfigError, Namespace
 from tidings.config.validate import lint, validate
 
 __all__ = [
+    "ConfigFileError",
     "config_from_dict",
     "config_from_env",
     "config_to_dict",
@@ -27,6 +29,16 @@ __all__ = [
     "parse_duration",
     "read_config_file",
 ]
+
+
+class ConfigFileError(ConfigError):
+    """The config file cannot be read or parsed (the CLI exits 2, not 1)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean 'PREFIX+x'?)`` for the closest of ``choices``, or ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 # Keys whose values are durations: numbers are seconds, strings use Go syntax ("1m30s", "720h").
@@ -108,7 +120,8 @@ def _normalize(
     for key, value in raw.items():
         full = f"{path}{key}"
         if key not in fields:
-            warnings.append(f"unknown config key {full!r} is ignored")
+            hint = did_you_mean(str(key), fields, path)
+            warnings.append(f"unknown config key {full!r} is ignored{hint}")
             continue
         tp = fields[key]
         sub = _struct_type(tp)
@@ -151,7 +164,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
+        raise ConfigFileError(f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
     suffix = p.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
@@ -161,9 +174,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             data = json.loads(text) if text.strip() else {}
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot parse config file {str(p)!r}: {exc}") from exc
+        raise ConfigFileError(f"cannot parse config file {str(p)!r}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold an object at the top level")
+        raise ConfigFileError(f"config file {str(p)!r} must hold an object at the top level")
     return data
 
 
@@ -242,8 +255,23 @@ _ADDRESS_KEYS = frozenset({"address", "cluster_address", "sentinel_address"})
 _STRING_PORT_KEYS = frozenset({"internal_port"})
 
 
-def config_from_env(env: Mapping[str, str], prefix: str = "TIDINGS_") -> dict[str, Any]:
-    """Turn ``TIDINGS_CLIENT_TOKEN_HMAC_SECRET_KEY=...`` style variables into a config dict."""
+def _env_names(struct: type[msgspec.Struct], prefix: str) -> list[str]:
+    """Every variable name the schema reads (lists of objects by their own name only)."""
+    names: list[str] = []
+    for name, tp in _schema_fields(struct).items():
+        sub = _struct_type(tp)
+        if sub is not None:
+            names += _env_names(sub, f"{prefix}{name.upper()}_")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def config_from_env(
+    env: Mapping[str, str], prefix: str = "TIDINGS_", warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """Turn ``TIDINGS_CLIENT_TOKEN_HMAC_SECRET_KEY=...`` style variables into a config dict.
+    A ``TIDINGS_*`` variable naming no key is reported in ``warnings`` (when given)."""
     result: dict[str, Any] = {}
     for key in sorted(env):
         if not key.startswith(prefix):
@@ -254,6 +282,9 @@ def config_from_env(env: Mapping[str, str], prefix: str = "TIDINGS_") -> dict[st
         piece = _env_into(Config, rest, env[key], prefix, env)
         if piece is not None:
             result = _merge(result, piece)
+        elif warnings is not None:
+            hint = did_you_mean(rest, _env_names(Config, ""), prefix)
+            warnings.append(f"unknown environment variable {key!r} is ignored{hint}")
     return result
 
 
@@ -277,27 +308,38 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    check: bool = True,
+    warnings: list[str] | None = None,
 ) -> tuple[Config, list[str]]:
-    """Build the effective :class:`Config`; returns it with a list of warnings."""
+    """Build the effective :class:`Config`; returns it with a list of warnings.
+
+    ``check=False`` skips the cross-field checks (``checkconfig`` lists them all with
+    ``validate.problems``); ``warnings``, when given, gets the warnings found before an error
+    is raised too."""
+    found: list[str] = [] if warnings is None else warnings
     raw: dict[str, Any] = {}
     if path is not None:
         raw = dict(_fold_aliases(read_config_file(path)))
-    raw = _merge(raw, config_from_env(os.environ if env is None else env))
+    raw = _merge(raw, config_from_env(os.environ if env is None else env, warnings=found))
     if overrides:
         raw = _merge(raw, _fold_aliases(overrides))
-    return config_from_dict(raw)
+    return config_from_dict(raw, check=check, warnings=found)
 
 
-def config_from_dict(raw: Mapping[str, Any]) -> tuple[Config, list[str]]:
-    warnings: list[str] = []
-    normalized = _normalize(_fold_aliases(raw), Config, "", warnings)
+def config_from_dict(
+    raw: Mapping[str, Any], *, check: bool = True, warnings: list[str] | None = None
+) -> tuple[Config, list[str]]:
+    found: list[str] = [] if warnings is None else warnings
+    normalized = _normalize(_fold_aliases(raw), Config, "", found)
     try:
         config = msgspec.convert(normalized, Config)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("`$.", "`")
         raise ConfigError(f"invalid config: {message}") from exc
-    validate(config)
-    return config, warnings + lint(config)
+    if check:
+        validate(config)
+    found += lint(config)
+    return config, found
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from tidings.config.schema import (
 from tidings.engine import ENGINES
 from tidings.logs import FORMATS, LEVELS
 
-__all__ = ["lint", "require_hook_endpoints", "validate"]
+__all__ = ["lint", "problems", "require_hook_endpoints", "validate"]
 
 _NAMESPACE_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]{2,}$")
 
@@ -107,20 +107,50 @@ def _validate_engine(config: Config) -> None:
         _validate_redis(config.presence_manager.redis, "presence_manager.redis")
 
 
-def validate(config: Config) -> None:
-    """Cross-field checks msgspec's type validation cannot express."""
-    _validate_channels(config)
+def _validate_limits(config: Config) -> None:
     if not 0 < config.http_server.port < 65536:
         raise ConfigError("invalid value for 'http_server.port': must be 1..65535")
-    _validate_engine(config)
     if config.client.channel_limit < 0 or config.client.queue_max_size <= 0:
         raise ConfigError("'client.channel_limit' and 'client.queue_max_size' must be positive")
     if config.websocket.message_size_limit <= 0:
         raise ConfigError("'websocket.message_size_limit' must be positive")
-    _validate_http(config)
-    _validate_rate_limits(config)
-    _validate_proxies(config)
-    _validate_log(config)
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks msgspec's type validation cannot express; raises at the first."""
+    for check in _CHECKS:
+        check(config)
+
+
+def problems(config: Config) -> list[str]:
+    """Every error :func:`validate` and :func:`require_hook_endpoints` find (the first of each
+    area), and the settings no client or application could work with."""
+    found: list[str] = []
+    for check in (*_CHECKS, require_hook_endpoints):
+        try:
+            check(config)
+        except ConfigError as exc:
+            found.append(str(exc))
+    return found + _unworkable(config)
+
+
+def _unworkable(config: Config) -> list[str]:
+    """Valid settings that refuse every connect or every API call."""
+    found: list[str] = []
+    client, token = config.client, config.client.token
+    if not (token.hmac_secret_key or token.hmac_previous_secret_key or token.rsa_public_key
+            or token.ecdsa_public_key or client.insecure
+            or client.insecure_skip_token_signature_verify
+            or client.allow_anonymous_connect_without_token or client.proxy.connect.enabled):
+        found.append(
+            "no way to authenticate a connection: every connect is refused (3500/3501); set "
+            "'client.token.hmac_secret_key' (or rsa_public_key/ecdsa_public_key), enable "
+            "'client.proxy.connect', or allow 'client.allow_anonymous_connect_without_token'")
+    api = config.http_api
+    if not api.disabled and not api.key and not api.insecure:
+        found.append("'http_api.key' is empty: every server API call is refused (401); set it, "
+                     "or 'http_api.insecure' (trusted networks only), or 'http_api.disabled'")
+    return found
 
 
 def _validate_log(config: Config) -> None:
@@ -286,6 +316,10 @@ def require_hook_endpoints(config: Config) -> None:
     for where, proxy, needed in wanted:
         if needed and not proxy.endpoint:
             raise ConfigError(f"'{where}.endpoint' is required: a hook is enabled for it")
+
+
+_CHECKS = (_validate_channels, _validate_limits, _validate_engine, _validate_http,
+           _validate_rate_limits, _validate_proxies, _validate_log)
 
 
 def lint(config: Config) -> list[str]:
