@@ -171,15 +171,19 @@ def start_server(
     extra_args: list[str] | None = None,
     env_vars: dict[str, str] | None = None,
     soft_nofile: int | None = None,
+    program: list[str] | None = None,
 ) -> ServerProcess:
     """Start ``tidings serve`` with ``config``; ``soft_nofile`` lowers the process's soft
-    RLIMIT_NOFILE before it starts (as a default 1,024 would be)."""
+    RLIMIT_NOFILE before it starts (as a default 1,024 would be); ``program`` is the command
+    before ``serve`` (default ``python -m tidings`` of this interpreter; an installed
+    ``tidings`` script in tests/integration/test_wheel.py)."""
     cfg_path = tmp_path / f"tidings-{time.monotonic_ns()}.json"
     cfg_path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(env_vars or {})
-    cmd = [sys.executable, "-m", "tidings", "serve", "--config", str(cfg_path), "--port", "0"]
+    cmd = [*(program or [sys.executable, "-m", "tidings"]),
+           "serve", "--config", str(cfg_path), "--port", "0"]
     cmd += extra_args or []
 
     def lower_nofile() -> None:
