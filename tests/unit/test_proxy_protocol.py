@@ -27,7 +27,7 @@ from tidings.hooks import (
     answer,
 )
 from tidings.protocol.hookanswers import credentials, publish_answer
-from tidings.proxy.base import HookState, forwarded
+from tidings.proxy.base import HeaderRules, HookState
 
 
 def test_requests_on_the_wire() -> None:
@@ -79,8 +79,8 @@ def test_forwarded_headers_precedence() -> None:
     state = HookState({"cookie": "real", "authorization": "Bearer t", "x-secret": "s"})
     state.emulated_headers = {"cookie": "emulated", "x-emu": "e"}
     proxy = ProxyConfig(http_headers=["Cookie"], emulated_headers=["Cookie", "X-Emu"])
-    assert forwarded(proxy, state) == {"cookie": "real", "x-emu": "e"}
-    assert forwarded(ProxyConfig(), state) == {}
+    assert HeaderRules(proxy).forwarded(state) == {"cookie": "real", "x-emu": "e"}
+    assert HeaderRules(ProxyConfig()).forwarded(state) == {}
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

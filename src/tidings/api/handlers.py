@@ -134,6 +134,7 @@ def _bad_request(exc: Exception) -> tuple[int, bytes]:
     return 400, f"Bad Request: {problem}\n".encode()
 
 
+# The server API's methods (the last path part of /api/<method>), batch included.
 METHODS = frozenset({"publish", "broadcast", "subscribe", "unsubscribe", "disconnect", "refresh",
                      "presence", "presence_stats", "history", "history_remove", "channels",
                      "info", "rpc", "batch"})
@@ -142,21 +143,9 @@ METHODS = frozenset({"publish", "broadcast", "subscribe", "unsubscribe", "discon
 class ApiHandler:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._methods: dict[str, Handler] = {  # the names are METHODS below
-            "publish": self.publish,
-            "broadcast": self.broadcast,
-            "subscribe": self.subscribe,
-            "unsubscribe": self.unsubscribe,
-            "disconnect": self.disconnect,
-            "refresh": self.refresh,
-            "presence": self.presence,
-            "presence_stats": self.presence_stats,
-            "history": self.history,
-            "history_remove": self.history_remove,
-            "channels": self.channels,
-            "info": self.info,
-            "rpc": self.rpc,
-        }
+        # One handler per method, named as the method (``batch`` is served apart).
+        self._methods: dict[str, Handler] = {
+            name: getattr(self, name) for name in sorted(METHODS - {"batch"})}
 
     # ---------------------------------------------------------------- HTTP entry points
 

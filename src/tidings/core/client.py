@@ -28,6 +28,7 @@ from tidings.core.shared import Shared
 from tidings.engine.base import EngineError
 from tidings.errors import Disconnect, ErrorCode, ProtocolError, ReplyError, Unsubscribe
 from tidings.logs import client_fields
+from tidings.protocol.kinds import KINDS
 from tidings.protocol.messages import Command, Error, Reply
 from tidings.protocol.ratelimit import RateState
 from tidings.protocol.session import State, SubscribeDecision, command_method
@@ -369,7 +370,7 @@ class Client:
             if cmd.id:
                 self.reply_error(cmd.id, ErrorCode.INTERNAL)
         finally:
-            self.node.counts.command(self.transport.name.removesuffix("_protobuf"),
+            self.node.counts.command(KINDS[self.transport.kind].transport,
                                      method or command_method(cmd),
                                      time.perf_counter() - started)
         return True

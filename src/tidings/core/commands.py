@@ -17,6 +17,7 @@ from tidings.core import connecting, proxied, subscribing
 from tidings.core.host import Connection
 from tidings.errors import Disconnect, ErrorCode, ReplyError
 from tidings.protocol import codec
+from tidings.protocol.kinds import KINDS
 from tidings.protocol.messages import (
     Command,
     EmptyResult,
@@ -48,8 +49,8 @@ async def dispatch(client: Connection, cmd: Command) -> str:
     if method == "pong":
         sent = client.node.timers.pinged_at(client)
         if sent:
-            client.node.counts.ping_pong[client.transport.name.removesuffix(
-                "_protobuf")].observe(max(time.time() - sent, 0.0))
+            transport = KINDS[client.transport.kind].transport
+            client.node.counts.ping_pong[transport].observe(max(time.time() - sent, 0.0))
         return method
     handler = HANDLERS.get(method)
     if handler is None:  # send: no message handler (Centrifugo OSS behaviour)
@@ -155,16 +156,7 @@ async def rpc(client: Connection, cmd_id: int, req: RpcRequest, now: float) -> N
     data = None
     if caller is not None:  # None: the ping method, answered here
         data = await proxied.rpc(client, caller, req.method, bytes(req.data))
-    result = None
-    if data:
-        result = Raw(data) if client.protobuf else codec.raw(_json(data))
-    client.reply(Reply(id=cmd_id, rpc=RpcResult(data=result)))
-
-
-def _json(data: bytes) -> bytes:
-    if not codec.is_json(data):  # b64data that is not JSON, for a JSON client
-        raise ErrorCode.INTERNAL
-    return data
+    client.reply(Reply(id=cmd_id, rpc=RpcResult(data=Raw(data) if data else None)))
 
 
 async def ping(client: Connection, cmd_id: int, req: Any, now: float) -> None:

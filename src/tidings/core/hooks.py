@@ -70,14 +70,11 @@ class Hooks:
             self._configure(config)
 
     def _caller(self, name: str, proxy: ProxyConfig) -> Caller:
-        if proxy.endpoint.startswith("python:"):
-            try:
-                return PythonCaller(name, proxy, import_hook(proxy.endpoint))
-            except ValueError as exc:
-                raise ConfigError(f"proxy {name!r}: {exc}") from None
         try:
+            if proxy.endpoint.startswith("python:"):
+                return PythonCaller(name, proxy, import_hook(proxy.endpoint))
             return HttpCaller(name, proxy, self.pool)
-        except ValueError as exc:
+        except ValueError as exc:  # a function that does not import, a URL it cannot use
             raise ConfigError(f"proxy {name!r}: {exc}") from None
 
     def _configure(self, config: Config) -> None:

@@ -170,7 +170,7 @@ class Node:
         self.timers.opened(client, time.time())
 
     def client_connected(self, client: Peer) -> None:
-        self.counts.accepted[client.transport.name.removesuffix("_protobuf")] += 1
+        self.counts.accepted[KINDS[client.transport.kind].transport] += 1
         self.counts.actions["add_client"] += 1
         self.registry.connected(client)
         self.timers.connected(client)
@@ -178,7 +178,7 @@ class Node:
     def client_closed(self, client: Peer, code: int, reason: str) -> None:
         """Called once when a client is gone: unregister now, clean up engine state async."""
         if client.client_id in self.registry.clients:  # it had connected: count it gone
-            self.counts.gone[client.transport.name.removesuffix("_protobuf")] += 1
+            self.counts.gone[KINDS[client.transport.kind].transport] += 1
             self.counts.actions["remove_client"] += 1
         if code and code != 3000:
             self.counts.disconnects[code] += 1

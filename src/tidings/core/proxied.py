@@ -30,6 +30,7 @@ from tidings.protocol.hookanswers import (
     publish_answer,
     subscribe_answer,
 )
+from tidings.protocol.kinds import KINDS
 from tidings.protocol.messages import ConnectRequest, SubscribeRequest
 from tidings.protocol.session import Credentials
 from tidings.proxy import Caller, HookFailure, HookState
@@ -60,7 +61,7 @@ def _payload(caller: Caller, data: bytes) -> dict[str, Any]:
 def _common(client: Peer, caller: Caller, with_user: bool = True) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "client": client.client_id,
-        "transport": client.transport.name.removesuffix("_protobuf"),  # Centrifugo's names
+        "transport": KINDS[client.transport.kind].transport,
         "protocol": "protobuf" if client.protobuf else "json",
         "encoding": "binary" if caller.config.binary_encoding else "json",
     }
@@ -155,7 +156,7 @@ async def rpc(client: Peer, caller: Caller, method: str, data: bytes) -> bytes |
     if answer.result is None:
         return None
     try:
-        return pp.b64_or_json(answer.result.data, answer.result.b64data)
+        return _for_client(client, pp.b64_or_json(answer.result.data, answer.result.b64data))
     except pp.BadPayload as exc:
         log.warning("rpc proxy %r answered a bad payload: %s", caller.name, exc,
                     extra=client_fields(client, hook="rpc", proxy=caller.name,

@@ -204,7 +204,7 @@ def _transport(out: Out, node: Node) -> None:
         per_kind.setdefault(transport, {})[method] = t.count
     totals: dict[str, int] = {}
     for info, stats in zip(KINDS.values(), node.transport_stats, strict=True):
-        name = info.name.removesuffix("_protobuf")
+        name = info.transport
         totals[name] = totals.get(name, 0) + stats[0]
     for transport in sorted(set(totals) | set(per_kind)):
         methods = per_kind.get(transport, {})

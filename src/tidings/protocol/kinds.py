@@ -34,6 +34,12 @@ class KindInfo:
     bidirectional: bool = True  # the client sends commands (uni: only a ConnectRequest)
     emulation: bool = False  # its commands come through POST /emulation
 
+    @property
+    def transport(self) -> str:
+        """Centrifugo's name for it (metrics labels, hook requests): Protobuf is the client's
+        protocol there, not a transport of its own."""
+        return self.name.removesuffix("_protobuf")
+
 
 KINDS: dict[Kind, KindInfo] = {
     Kind.WEBSOCKET: KindInfo("websocket"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
@@ -11,8 +12,10 @@ import msgspec
 from tidings.config.proxyschema import ProxyConfig
 from tidings.metrics.timing import Timing
 
-__all__ = ["CallStats", "Caller", "CountedCaller", "HookFailure", "HookState", "Who",
-           "forwarded"]
+__all__ = ["CallStats", "Caller", "CountedCaller", "HeaderRules", "HookFailure", "HookState",
+           "Who"]
+
+log = logging.getLogger("tidings.proxy")
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -72,13 +75,41 @@ class Caller(Protocol):
         ...
 
 
+class HeaderRules:
+    """Which headers a proxy forwards (PROXY.md §3.2), lower-cased once: the allowed emulated
+    headers, then the allowed headers of the connection's own HTTP request (these win).
+    ``never``: names the caller sets itself, never forwarded."""
+
+    __slots__ = ("emulated", "http")
+
+    def __init__(self, config: ProxyConfig, never: frozenset[str] = frozenset()) -> None:
+        self.emulated = frozenset(h.lower() for h in config.emulated_headers) - never
+        self.http = frozenset(h.lower() for h in config.http_headers) - never
+
+    def forwarded(self, who: Who | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if who is None:
+            return out
+        emulated = who.emulated_headers
+        if emulated and self.emulated:
+            out.update((k, v) for k, v in emulated.items() if k in self.emulated)
+        headers = who.headers
+        if headers and self.http:
+            out.update((k, v) for k, v in headers.items() if k in self.http)
+        return out
+
+
 class CountedCaller:
-    """A caller's counting ``call`` around its ``_call``."""
+    """A caller's counting ``call`` around its ``_call``, and its failure log."""
+
+    kind = "hook"  # in the log: "<hook> proxy ..." over HTTP, "<hook> hook ..." in process
+    never_forwarded: frozenset[str] = frozenset()
 
     def __init__(self, name: str, config: ProxyConfig) -> None:
         self.name = name
         self.config = config
         self.stats = CallStats()
+        self.headers = HeaderRules(config, self.never_forwarded)
 
     async def call(self, hook: str, request: msgspec.Struct, response: type[R],
                    who: Who | None) -> R:
@@ -101,19 +132,9 @@ class CountedCaller:
                     who: Who | None) -> R:
         raise NotImplementedError
 
-
-def forwarded(config: ProxyConfig, who: Who | None) -> dict[str, str]:
-    """The headers a call forwards (PROXY.md §3.2): the allowed emulated headers, then the
-    allowed headers of the connection's own HTTP request (these win). Lower-case names."""
-    out: dict[str, str] = {}
-    if who is None:
-        return out
-    emulated = who.emulated_headers
-    if emulated and config.emulated_headers:
-        allowed = {h.lower() for h in config.emulated_headers}
-        out.update((k, v) for k, v in emulated.items() if k in allowed)
-    headers = who.headers
-    if headers and config.http_headers:
-        allowed = {h.lower() for h in config.http_headers}
-        out.update((k, v) for k, v in headers.items() if k in allowed)
-    return out
+    def _failed(self, hook: str, why: str) -> HookFailure:
+        log.warning("%s %s %r (%s) failed: %s", hook, self.kind, self.name,
+                    self.config.endpoint, why,
+                    extra={"hook": hook, "proxy": self.name, "endpoint": self.config.endpoint,
+                           "error": why})
+        return HookFailure(why)

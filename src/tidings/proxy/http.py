@@ -11,7 +11,6 @@ instead of a failure.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TypeVar
 
 import msgspec
@@ -20,11 +19,9 @@ from tidings.config.proxyschema import ProxyConfig
 from tidings.config.tls import client_context
 from tidings.protocol.proxyproto import Disconnect, Error
 from tidings.proxy import h1
-from tidings.proxy.base import CountedCaller, HookFailure, Who, forwarded
+from tidings.proxy.base import CountedCaller, Who
 
 __all__ = ["MAX_RESPONSE_SIZE", "HttpCaller", "HttpPool"]
-
-log = logging.getLogger("tidings.proxy")
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -59,6 +56,9 @@ class HttpPool:
 class HttpCaller(CountedCaller):
     """One proxy object with an ``http(s)://`` endpoint."""
 
+    kind = "proxy"
+    never_forwarded = frozenset(_OWN_HEADERS)  # set by the client itself, or hop-by-hop
+
     def __init__(self, name: str, config: ProxyConfig, pool: HttpPool) -> None:
         super().__init__(name, config)
         self._pool = pool
@@ -66,14 +66,13 @@ class HttpCaller(CountedCaller):
         self._endpoint = h1.Endpoint(config.endpoint,
                                      client_context(tls) if tls.enabled else None,
                                      server_name=tls.server_name)
-        self._static = {k.lower(): v for k, v in config.http.static_headers.items()}
+        self._static = {k.lower(): v for k, v in config.http.static_headers.items()
+                        if k.lower() not in self.never_forwarded}
         self._transforms = {t.status_code: t for t in config.http.status_to_code_transforms}
 
     async def _call(self, hook: str, request: msgspec.Struct, response: type[R],
                     who: Who | None) -> R:
-        headers = {**self._static, **forwarded(self.config, who)}
-        for name in _OWN_HEADERS:  # set by the client itself, or hop-by-hop
-            headers.pop(name, None)
+        headers = {**self._static, **self.headers.forwarded(who)}
         try:
             body = _encode(request)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -103,9 +102,3 @@ class HttpCaller(CountedCaller):
                                         temporary=err.temporary))
         dis = transform.to_disconnect
         return response(disconnect=Disconnect(code=dis.code, reason=dis.reason))
-
-    def _failed(self, hook: str, why: str) -> HookFailure:
-        log.warning("%s proxy %r (%s) failed: %s", hook, self.name, self.config.endpoint, why,
-                    extra={"hook": hook, "proxy": self.name, "endpoint": self.config.endpoint,
-                           "error": why})
-        return HookFailure(why)

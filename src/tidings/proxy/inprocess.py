@@ -22,7 +22,7 @@ import msgspec
 
 from tidings.config.proxyschema import ProxyConfig
 from tidings.protocol.proxyproto import RESULTS, HookDisconnect, HookError
-from tidings.proxy.base import CountedCaller, HookFailure, Who, forwarded
+from tidings.proxy.base import CountedCaller, HookFailure, Who
 
 __all__ = ["PythonCaller", "import_hook"]
 
@@ -75,7 +75,7 @@ class PythonCaller(CountedCaller):
             value = getattr(request, name, None)
             if isinstance(value, msgspec.Raw):
                 changes[name] = msgspec.json.decode(value)
-        headers = forwarded(self.config, who)
+        headers = self.headers.forwarded(who)
         if headers:
             changes["headers"] = headers
         if changes:
@@ -120,9 +120,3 @@ class PythonCaller(CountedCaller):
             return msgspec.convert(msgspec.to_builtins(answer), type=response)
         except (TypeError, msgspec.ValidationError) as exc:
             raise self._failed(hook, f"returned an invalid {response.__name__}: {exc}") from None
-
-    def _failed(self, hook: str, why: str) -> HookFailure:
-        log.warning("%s hook %r (%s) failed: %s", hook, self.name, self.config.endpoint, why,
-                    extra={"hook": hook, "proxy": self.name, "endpoint": self.config.endpoint,
-                           "error": why})
-        return HookFailure(why)
