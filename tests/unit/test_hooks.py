@@ -307,3 +307,18 @@ async def test_a_tokens_meta_reaches_the_hooks() -> None:
         cmd = ws.command(subscribe={"channel": "mm:room"})
         await settle()
         assert "subscribe" in ws.reply(cmd) and METAS == [{"tenant": "t1"}]
+
+
+async def test_a_refresh_info_that_is_not_json_closes_with_3004() -> None:
+    async with in_process_server(HOOKED) as srv:
+        now = time.time()
+
+        async def refresh(req: RefreshRequest) -> RefreshResult:
+            return RefreshResult(expire_at=int(now) + 600,
+                                 b64info=base64.b64encode(b"not\njson").decode())
+
+        srv.node.hooks.set("refresh", refresh)
+        ws = await websocket(srv, make_token("7", exp=int(now) + 30))
+        srv.node.timers.tick(1, now + 31)
+        await settle()
+        assert ws.close_code() == 3004  # conn_info reaches JSON subscribers: JSON only

@@ -27,6 +27,7 @@ from tidings.protocol.grants import SubscribeDecision
 from tidings.protocol.hookanswers import (
     Published,
     credentials,
+    info_bytes,
     publish_answer,
     subscribe_answer,
 )
@@ -183,9 +184,9 @@ async def refresh(client: Peer, caller: Caller, timers: Timers) -> None:
         return
     session = client.session
     try:
-        info = pp.b64_or_json(result.info, result.b64info)
+        info = info_bytes(result.info, result.b64info)  # to every subscriber: JSON only
         meta = pp.b64_or_json(result.meta, "")
-    except pp.BadPayload as exc:
+    except (pp.BadPayload, ReplyError) as exc:
         log.warning("refresh proxy %r answered a bad payload: %s", caller.name, exc,
                     extra=client_fields(client, hook="refresh", proxy=caller.name,
                                         endpoint=caller.config.endpoint, error=str(exc)))
@@ -219,8 +220,8 @@ async def sub_refresh(client: Peer, caller: Caller, timers: Timers, channel: str
     result = answer.result
     now = time.time()
     try:
-        info = None if result is None else pp.b64_or_json(result.info, result.b64info)
-    except pp.BadPayload:
+        info = None if result is None else info_bytes(result.info, result.b64info)
+    except ReplyError:  # bad base64, or not JSON: as Centrifugo, the subscription expires
         result = None
     if result is None or result.expired or (result.expire_at and result.expire_at <= now):
         if sub.server_side:

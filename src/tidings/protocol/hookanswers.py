@@ -14,7 +14,7 @@ from tidings.protocol.messages import SubscribeRequest
 from tidings.protocol.session import Credentials, Session
 from tidings.protocol.tokens import SubscribeOptions
 
-__all__ = ["Published", "credentials", "publish_answer", "subscribe_answer"]
+__all__ = ["Published", "credentials", "info_bytes", "publish_answer", "subscribe_answer"]
 
 
 def _bytes(value: object, b64: str) -> bytes | None:
@@ -24,9 +24,10 @@ def _bytes(value: object, b64: str) -> bytes | None:
         raise ErrorCode.INTERNAL from None
 
 
-def _json(value: object, b64: str) -> bytes | None:
-    """Client or channel info: sent to every subscriber (presence, join/leave, publications),
-    JSON ones included, so it must be JSON whatever field it came in (no CR/LF: they frame)."""
+def info_bytes(value: object, b64: str) -> bytes | None:
+    """Client or channel info, from any hook's result: sent to every subscriber (presence,
+    join/leave, publications), JSON ones included, so it must be JSON whatever field it came
+    in (no CR/LF: they frame messages)."""
     data = _bytes(value, b64)
     if data is None:
         return None
@@ -38,7 +39,7 @@ def _json(value: object, b64: str) -> bytes | None:
 def credentials(result: pp.ConnectResult, now: float) -> Credentials:
     """A connect hook's result as the connection's credentials."""
     subs = {
-        channel: SubscribeOptions(info=_json(opts.info, opts.b64info),
+        channel: SubscribeOptions(info=info_bytes(opts.info, opts.b64info),
                                   data=_bytes(opts.data, opts.b64data),
                                   override=pp.overrides(opts.override))
         for channel, opts in result.subs.items()
@@ -47,7 +48,7 @@ def credentials(result: pp.ConnectResult, now: float) -> Credentials:
         for channel in result.channels:
             subs.setdefault(channel, SubscribeOptions())
     return Credentials(
-        user=result.user, info=_json(result.info, result.b64info),
+        user=result.user, info=info_bytes(result.info, result.b64info),
         expires_at=result.expire_at, channels=list(result.channels), subs=subs,
         data=_bytes(result.data, result.b64data), meta=_bytes(result.meta, ""),
     )
@@ -65,7 +66,7 @@ def subscribe_answer(session: Session, decision: SubscribeDecision, req: Subscri
                                   server_side=False)
         decision.sub = sub = regranted
         decision.recover = req.recover and sub.recoverable
-    sub.chan_info = _json(result.info, result.b64info)
+    sub.chan_info = info_bytes(result.info, result.b64info)
     data = _bytes(result.data, result.b64data)
     if data is not None:
         decision.data = data
