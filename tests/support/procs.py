@@ -8,8 +8,9 @@ import atexit
 import contextlib
 import signal
 import subprocess
+from pathlib import Path
 
-__all__ = ["LIVE", "stop_process"]
+__all__ = ["LIVE", "spawn", "stop_process"]
 
 LIVE: set[subprocess.Popen[bytes]] = set()  # started and not reaped yet
 
@@ -22,6 +23,16 @@ def _kill_leftovers() -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             proc.wait(timeout=5)
         LIVE.discard(proc)
+
+
+def spawn(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in ``cwd``, its output appended to ``log``; known to ``LIVE`` until
+    stopped."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    LIVE.add(proc)
+    return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tests.support.procs import LIVE, stop_process
+from tests.support.procs import spawn, stop_process
 from tests.support.redisproc import free_port
 from tests.support.timing import TIMEOUT_FACTOR
 
@@ -112,10 +112,7 @@ class PrometheusServer:
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self._port}",
         ]
-        with self.logfile.open("ab") as out:
-            self._proc = subprocess.Popen(argv, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                          stdout=out, stderr=subprocess.STDOUT)
-        LIVE.add(self._proc)
+        self._proc = spawn(argv, self.workdir, self.logfile)
         try:
             if not _poll(self._ready, START_TIMEOUT, self.alive):
                 raise PrometheusError(self.describe_failure("did not become ready"))

@@ -36,7 +36,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.procs import LIVE, stop_process
+from tests.support.procs import LIVE, spawn, stop_process
 from tests.support.timing import TIMEOUT_FACTOR
 
 __all__ = [
@@ -216,17 +216,7 @@ class _Process(_Started):
         if self._port == 0:
             self._port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = self._argv()
-        with self.outfile.open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self._proc = proc
-        LIVE.add(proc)
+        self._proc = spawn(self._argv(), self.workdir, self.outfile)
         try:
             self._wait_ready()
         except BaseException:
