@@ -71,6 +71,9 @@ class Target:
     body: str = ""  # uni_http_stream request body ("{tok}" replaced)
     token_channels: bool = False  # JWTs carry "channels": ["bench<i % channels>"] (uni streams)
     scrape: str = ""  # a path GET once a second while the target runs (e.g. /metrics)
+    # Started once its output has this (with --workers the port answers as soon as one
+    # worker listens; the supervisor prints the start-up line when all do).
+    started_line: str = ""
 
 
 TIDINGS_CONFIG = {
@@ -108,6 +111,15 @@ def metrics_target(config_path: Path) -> Target:
     target = tidings_target(path)
     target.name = "tidings+metrics"
     target.scrape = "/metrics"
+    return target
+
+
+def asgi_target(config_path: Path) -> Target:
+    """Tidings mounted as an ASGI app on uvicorn (``asgi_app.py``): the ASGI bridge's cost."""
+    target = tidings_target(config_path)
+    target.name = "tidings-asgi"
+    target.cmd = [sys.executable, str(HERE / "asgi_app.py"), "--config", str(config_path),
+                  "--port", "{port}"]
     return target
 
 
@@ -217,6 +229,8 @@ class Running:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_port(self.port, self.proc)
+            if target.started_line:
+                self._wait_output(target.started_line.encode())
         except BaseException as exc:
             output = self.stop()  # a target that never opened its port must not outlive the run
             if isinstance(exc, RuntimeError):
@@ -225,6 +239,17 @@ class Running:
         if target.scrape:
             self._scraper = threading.Thread(target=self._scrape_forever, daemon=True)
             self._scraper.start()
+
+    def _wait_output(self, text: bytes, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            if text in self.log.read():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"target exited with {self.proc.returncode}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{text.decode()!r} not printed within {timeout}s")
 
     def _scrape_forever(self) -> None:
         url = f"http://127.0.0.1:{self.port}{self.target.scrape}"
@@ -281,12 +306,13 @@ def uni_tokens_file(n: int, channels: int) -> Path:
 def loadgen(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
             duration: float = 0, idle: float = 0, jwt: bool = False,
             max_seconds: float = 120, pub_conns: int = 1,
-            pub_port: int | None = None) -> dict[str, Any]:
+            pub_port: int | None = None, pub_count: int = 1,
+            pub_pipeline: int = 1) -> dict[str, Any]:
     """Run the generator against ``running`` (publishing to ``pub_port`` if given, another
     node of the same cluster) and return its JSON result."""
     args = loadgen_args(running, conns=conns, channels=channels, rate=rate, duration=duration,
                         idle=idle, max_seconds=max_seconds, pub_conns=pub_conns,
-                        pub_port=pub_port)
+                        pub_port=pub_port, pub_count=pub_count, pub_pipeline=pub_pipeline)
     out = subprocess.run(args, capture_output=True, text=True, timeout=max_seconds + 30)
     try:
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -297,13 +323,15 @@ def loadgen(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
 
 def loadgen_args(running: Running, *, conns: int, channels: int = 1, rate: float = 0,
                  duration: float = 0, idle: float = 0, max_seconds: float = 120,
-                 pub_conns: int = 1, pub_port: int | None = None) -> list[str]:
+                 pub_conns: int = 1, pub_port: int | None = None, pub_pipeline: int = 1,
+                 pub_count: int = 1) -> list[str]:
     """The generator's command line (pinned to GEN_CORE) for one run against ``running``."""
     t = running.target
     args = ["taskset", "-c", GEN_CORE, str(LOADGEN), "--host", "127.0.0.1",
             "--port", str(running.port), "--path", t.path, "--conns", str(conns),
-            "--channels", str(channels), "--ready", t.ready,
-            "--max-seconds", str(max_seconds)]
+            "--channels", str(channels), "--max-seconds", str(max_seconds)]
+    if t.ready:  # none (nchan): subscribed once the handshake is done
+        args += ["--ready", t.ready]
     for frame in t.init:
         args += ["--init", frame]
     if t.init_after_first:
@@ -328,6 +356,8 @@ def loadgen_args(running: Running, *, conns: int, channels: int = 1, rate: float
                  "--pub-path", t.pub_path, "--pub-body", t.pub_body,
                  "--rate", str(rate), "--duration", str(duration),
                  "--pub-conns", str(pub_conns)]
+        if pub_pipeline != 1 or pub_count != 1:
+            args += ["--pub-pipeline", str(pub_pipeline), "--pub-count", str(pub_count)]
         for header in t.pub_headers:
             args += ["--pub-header", header]
     return args
@@ -390,9 +420,10 @@ def s3_memory(t: Target, quick: bool) -> dict[str, Any]:
             "subscribed": r["subscribed"], "rss_before_kib": before, "rss_after_kib": after}
 
 
-def s4_channels(t: Target, quick: bool) -> dict[str, Any]:
+def s4_channels(t: Target, quick: bool, pipeline: int = 1) -> dict[str, Any]:
     conns = 2000
-    rates = [1000, 2000, 4000, 8000, 12000, 16000, 24000] if not quick else [1000, 4000]
+    rates = ([1000, 2000, 4000, 8000, 12000, 16000, 24000, 32000, 48000, 64000] if not quick
+             else [1000, 4000])
     best: dict[str, Any] | None = None
     steps = []
     for rate in rates:
@@ -401,7 +432,7 @@ def s4_channels(t: Target, quick: bool) -> dict[str, Any]:
             # several publisher connections: one sequential publisher is bound by its
             # round-trip time (~6k/s), not by the server
             r = loadgen(running, conns=conns, channels=conns, rate=rate,
-                        duration=4 if not quick else 2, pub_conns=8)
+                        duration=4 if not quick else 2, pub_conns=8, pub_pipeline=pipeline)
         finally:
             running.stop()
         steps.append({"rate": rate, "p99": r["lat_ms"]["p99"], "loss": r["loss"],
@@ -410,6 +441,45 @@ def s4_channels(t: Target, quick: bool) -> dict[str, Any]:
             break
         best = r
     return {"figure": rate_of(best), "steps": steps,
+            "gen_cpu_pct": (best or r).get("gen_cpu_pct")}
+
+
+def s4p_pipelined(t: Target, quick: bool) -> dict[str, Any]:
+    """S4 with HTTP pipelining: up to 16 publishes in flight on each of the 8 connections
+    (every target gets the same load; nginx and Go's net/http read pipelined requests too)."""
+    return s4_channels(t, quick, pipeline=16)
+
+
+S4B_BATCH = 20  # publishes per /api/batch request in S4b
+
+
+def s4b_batch(t: Target, quick: bool) -> dict[str, Any]:
+    """S4's load through the batch API (Tidings only): each request is a /api/batch of
+    S4B_BATCH publishes to its channel, 8 connections, one request in flight on each; the
+    figure is publications/s (requests/s x S4B_BATCH) at the best passing step."""
+    conns = 2000
+    one = '{"publish":{"channel":"bench{ch}","data":{"ts":{ts}}}}'
+    batch = Target(**{**t.__dict__, "pub_path": "/api/batch",
+                      "pub_body": '{"commands":[' + ",".join([one] * S4B_BATCH) + "]}"})
+    rates = [250, 500, 1000, 1500, 2000, 3000, 4000, 6000] if not quick else [250, 1000]
+    best: dict[str, Any] | None = None
+    steps = []
+    for rate in rates:
+        running = Running(batch)
+        try:
+            r = loadgen(running, conns=conns, channels=conns, rate=rate,
+                        duration=4 if not quick else 2, pub_conns=8, pub_count=S4B_BATCH)
+        finally:
+            running.stop()
+        kept = r["pub_requests"] >= 0.95 * rate * r["duration_s"]
+        ok = (r["loss"] == 0 and r["lat_ms"]["p99"] <= P99_BAR_MS and kept
+              and r["subscribed"] == r["conns"])
+        steps.append({"rate": rate, "publications": r["published"], "p99": r["lat_ms"]["p99"],
+                      "loss": r["loss"], "gen_cpu_pct": r.get("gen_cpu_pct"), "passes": ok})
+        if not ok:
+            break
+        best = r
+    return {"figure": rate_of(best) * S4B_BATCH, "batch": S4B_BATCH, "steps": steps,
             "gen_cpu_pct": (best or r).get("gen_cpu_pct")}
 
 
@@ -445,7 +515,7 @@ def s6_scale(t: Target, quick: bool) -> dict[str, Any]:
 
 
 SCENARIOS = {"S1": s1_fanout, "S2": s2_latency, "S3": s3_memory, "S4": s4_channels,
-             "S5": s5_connect_storm, "S6": s6_scale}
+             "S4p": s4p_pipelined, "S4b": s4b_batch, "S5": s5_connect_storm, "S6": s6_scale}
 
 
 # ---------------------------------------------------------------------------- S7: Redis engine
@@ -794,7 +864,8 @@ def main() -> int:
         subprocess.run(["bash", str(HERE / "peers" / "install.sh")], check=True)
     cfg = Path(tempfile.gettempdir()) / "tidings-bench.json"
     cfg.write_text(json.dumps(TIDINGS_CONFIG))
-    targets = [tidings_target(cfg), metrics_target(cfg), raw_target(), *peer_targets()]
+    targets = [tidings_target(cfg), metrics_target(cfg), asgi_target(cfg), raw_target(),
+               *peer_targets()]
     refs = [ref for ref in args.baseline.split(",") if ref]
     for i, ref in enumerate(refs):
         targets.insert(1 + i, baseline_target(cfg, ref))
@@ -837,8 +908,10 @@ def main() -> int:
             for t in targets:
                 if scen == "S6" and t.name not in ("tidings", "raw"):
                     continue  # the peers already miss the bar at 2,000 connections
-                if scen == "S4" and t.name == "raw":
+                if scen in ("S4", "S4p") and t.name == "raw":
                     continue  # the raw baseline has one channel
+                if scen == "S4b" and not t.name.startswith("tidings"):
+                    continue  # the batch API is Tidings' (Centrifugo's) own
                 try:
                     res = SCENARIOS[scen](t, args.quick)
                 except Exception as exc:  # a failing peer must not stop the suite
@@ -858,6 +931,7 @@ def render_table(results: dict[str, dict[str, Any]], elapsed: float) -> str:
     ]
     keys = {"S1": ("figure", "deliveries/s"), "S2": ("p99", "ms p99"),
             "S3": ("kib_per_conn", "KiB/conn"), "S4": ("figure", "publishes/s"),
+            "S4p": ("figure", "publishes/s"), "S4b": ("figure", "publications/s"),
             "S5": ("seconds", "s"), "S6": ("p99", "ms p99"),
             "S7a": ("figure", "deliveries/s"), "S7a-lat": ("p99", "ms p99"),
             "S7b": ("figure", "publishes/s"), "S8": ("p99", "ms p99")}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.hookapp import HookBackend
+from tests.support.pgproc import PostgresServer
 from tests.support.raw import JsonWebSocket, open_json_websocket
 from tests.support.server import BASE_CONFIG, ServerFactory, ServerProcess, deep_merge, start_server
 from tests.support.timing import TIMEOUT_FACTOR
@@ -72,3 +73,17 @@ async def json_ws() -> AsyncIterator[Callable[..., Awaitable[JsonWebSocket]]]:
     yield open_one
     for client in opened:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole run (tests/support/pgproc.py), started on first use.
+    Tests that stop or restart PostgreSQL start a ``PostgresServer`` of their own."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """The DSN of a fresh, empty database on the shared PostgreSQL, the test's own."""
+    return postgres.create_database()

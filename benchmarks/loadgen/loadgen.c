@@ -91,7 +91,7 @@ static struct {
     int npong;
     const char *pub_host, *pub_path, *pub_body;
     int pub_port, pub_ws, pub_ws_exclude_self, quiet;
-    uint32_t pub_conns;
+    uint32_t pub_conns, pub_pipeline, pub_count;
 } O;
 
 static char **tokens;
@@ -234,9 +234,12 @@ typedef struct {
 } conn;
 
 enum { R_HEAD, R_BODY, R_CHUNK_SIZE, R_CHUNK_DATA, R_CHUNK_TRAILER };
+#define MAX_PIPELINE 64
 typedef struct {                   /* publisher-only fields, conns[O.conns + k] <-> pubx[k] */
-    int busy, rstate, status, close_after, fast_reconnect;
-    uint64_t remaining, expect_add, t_sent, t_closed;
+    int busy, rstate, status, close_after, fast_reconnect;  /* busy: requests in flight */
+    uint64_t remaining, t_closed;
+    uint32_t q_head;                               /* the oldest request in flight */
+    uint64_t q_expect[MAX_PIPELINE], q_sent[MAX_PIPELINE]; /* per request in flight, in order */
 } pubx_t;
 
 enum { PH_CONNECT, PH_PUBLISH, PH_DRAIN, PH_IDLE };
@@ -259,6 +262,7 @@ static uint32_t started, pending, scan_lo, pub_rr;
 static uint64_t n_connected, n_open, n_subscribed, n_sub_now, n_settled;
 static uint64_t pub_total, pub_scheduled; /* publishes planned for --duration, timer ticks so far */
 static uint64_t pub_due, pub_backlog_max, pub_sent, published, expected, received, frames, seq;
+static uint64_t pub_requests; /* answered 2xx; published = pub_requests * --pub-count */
 static double cpu_pub_start, cpu_pub_end;
 
 static int header_has(const char *h, size_t hl, const char *name, const char *value);
@@ -301,6 +305,7 @@ static void conn_close(uint32_t idx, conn *c, int err) {
         px->fast_reconnect = err < 0 || (err == E_EOF && !px->busy);
         if (px->fast_reconnect) err = -1;
         px->busy = 0;
+        px->q_head = 0;
         px->rstate = R_HEAD;
         px->t_closed = mono_ns();
     } else {
@@ -680,14 +685,18 @@ static size_t pub_body(uint64_t *ch_out, uint64_t *ts_out) {
 }
 
 static void pub_complete(pubx_t *px, uint64_t now) {
+    /* answers come in request order (HTTP/1.1): this one is the oldest in flight */
+    uint32_t q = px->q_head;
     if (px->status >= 200 && px->status < 300) {
-        published++;
-        expected += px->expect_add;
-        hist_add(&pub_rtt, now - px->t_sent);
+        pub_requests++;
+        published += O.pub_count;
+        expected += px->q_expect[q];
+        hist_add(&pub_rtt, now - px->q_sent[q]);
     } else {
         errors[1][E_HTTP_STATUS]++;
     }
-    px->busy = 0;
+    px->q_head = (q + 1) % MAX_PIPELINE;
+    px->busy--;
     px->rstate = R_HEAD;
 }
 
@@ -799,10 +808,11 @@ static void pub_send_http(uint32_t pk) {
     if (n + bl > sizeof req) die("publish request too long");
     memcpy(req + n, xbuf, bl);
     n += bl;
-    px->busy = 1;
-    px->rstate = R_HEAD;
-    px->expect_add = subs_ch[ch];
-    px->t_sent = ts;
+    uint32_t q = (px->q_head + (uint32_t)px->busy) % MAX_PIPELINE;
+    px->q_expect[q] = subs_ch[ch] * O.pub_count;
+    px->q_sent[q] = ts;
+    if (!px->busy) px->rstate = R_HEAD;
+    px->busy++;
     pub_sent++;
     conn_write(idx, c, req, n);
 }
@@ -816,7 +826,7 @@ static void pub_send_ws(void) {
     if (O.pub_ws_exclude_self && (c->flags & F_SUB) && ch == 0 && exp) exp--;
     pub_sent++;
     ws_send(0, c, 1, xbuf, bl);
-    if (c->state == ST_OPEN) { published++; expected += exp; }
+    if (c->state == ST_OPEN) { pub_requests++; published += O.pub_count; expected += exp * O.pub_count; }
 }
 
 static void pub_dispatch(void) {
@@ -826,7 +836,10 @@ static void pub_dispatch(void) {
         uint32_t k, found = UINT32_MAX;
         for (k = 0; k < O.pub_conns; k++) {
             uint32_t j = (pub_rr + k) % O.pub_conns;
-            if (conns[O.conns + j].state == ST_OPEN && !pubx[j].busy) { found = j; break; }
+            if (conns[O.conns + j].state == ST_OPEN && pubx[j].busy < (int)O.pub_pipeline) {
+                found = j;
+                break;
+            }
         }
         if (found == UINT32_MAX) return; /* all busy: stays due, sent as soon as one is free */
         pub_rr = found + 1;
@@ -984,6 +997,8 @@ static void finish(const char *reason) {
     printf(",\"channels\":%u,\"rate\":%g,\"pub_sent\":%llu,\"published\":%llu,\"pub_backlog_max\":%llu,",
            O.channels, O.rate, (unsigned long long)pub_sent, (unsigned long long)published,
            (unsigned long long)pub_backlog_max);
+    printf("\"pub_requests\":%llu,\"pub_pipeline\":%u,\"pub_count\":%u,",
+           (unsigned long long)pub_requests, O.pub_pipeline, O.pub_count);
     print_hist("pub_rtt_ms", &pub_rtt);
     printf(",\"expected\":%llu,\"received\":%llu,\"frames\":%llu,\"loss\":%.6f,"
            "\"deliveries_per_s\":%.1f,\"offered_per_s\":%.1f,",
@@ -1146,6 +1161,8 @@ static void usage(void) {
         "publish     --rate R  --duration S  --warmup S (10)  --drain S (2)\n"
         "            --pub-host H --pub-port P --pub-path /publish --pub-header 'N: v' (repeatable)\n"
         "            --pub-body '{\"ts\":{ts}}' (templates {ts} {ch} {seq})  --pub-conns 1\n"
+        "            --pub-pipeline N (requests in flight per connection, 1..64; 1)\n"
+        "            --pub-count K (publications per request, e.g. a batch of K; 1)\n"
         "            --pub-ws [--pub-ws-exclude-self]   (publish as a text frame on connection 0)\n"
         "other       --idle S  --max-seconds 120  --out-limit BYTES (1048576)  --quiet\n",
         stderr);
@@ -1156,13 +1173,14 @@ static void parse_args(int argc, char **argv) {
     O.conns = 1; O.channels = 1; O.max_pending = 1000; O.hs_timeout = 10;
     O.warmup = 10; O.duration = 5; O.drain = 2; O.max_seconds = 120;
     O.pub_path = "/publish"; O.pub_body = "{\"ts\":{ts}}"; O.pub_conns = 1;
+    O.pub_pipeline = 1; O.pub_count = 1;
     O.out_limit = 1 << 20;
     const char *src = NULL;
     enum {
         O_HOST = 256, O_PORT, O_PATH, O_HEADER, O_CONNS, O_SRC, O_CRATE, O_MAXPEND, O_HSTO, O_SUBP,
         O_INIT, O_IAF, O_CHANNELS, O_TOKENS, O_READY, O_PONG, O_PHOST, O_PPORT, O_PPATH, O_PBODY,
         O_PHEADER, O_PCONNS, O_PWS, O_PWSX, O_RATE, O_DUR, O_WARM, O_DRAIN, O_IDLE, O_MAXS,
-        O_OUTLIM, O_QUIET, O_TRANSPORT, O_BODY, O_HELP
+        O_OUTLIM, O_QUIET, O_TRANSPORT, O_BODY, O_PPIPE, O_PCOUNT, O_HELP
     };
     static const struct option lo[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"path", 1, 0, O_PATH},
@@ -1178,6 +1196,7 @@ static void parse_args(int argc, char **argv) {
         {"duration", 1, 0, O_DUR}, {"warmup", 1, 0, O_WARM}, {"drain", 1, 0, O_DRAIN},
         {"idle", 1, 0, O_IDLE}, {"max-seconds", 1, 0, O_MAXS}, {"out-limit", 1, 0, O_OUTLIM},
         {"quiet", 0, 0, O_QUIET}, {"transport", 1, 0, O_TRANSPORT}, {"body", 1, 0, O_BODY},
+        {"pub-pipeline", 1, 0, O_PPIPE}, {"pub-count", 1, 0, O_PCOUNT},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0},
     };
     int o;
@@ -1220,6 +1239,14 @@ static void parse_args(int argc, char **argv) {
             if (O.npub_headers == MAX_LIST) die("too many --pub-header");
             O.pub_headers[O.npub_headers++] = optarg; break;
         case O_PCONNS: O.pub_conns = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case O_PPIPE:
+            O.pub_pipeline = (uint32_t)strtoul(optarg, NULL, 10);
+            if (O.pub_pipeline < 1 || O.pub_pipeline > MAX_PIPELINE) die("--pub-pipeline: 1..64");
+            break;
+        case O_PCOUNT:
+            O.pub_count = (uint32_t)strtoul(optarg, NULL, 10);
+            if (O.pub_count < 1) die("--pub-count must be >= 1");
+            break;
         case O_PWS: O.pub_ws = 1; break;
         case O_PWSX: O.pub_ws_exclude_self = 1; break;
         case O_RATE: O.rate = atof(optarg); break;

@@ -24,7 +24,9 @@ from tidings.config import Config, ConfigError, load_config, parse_duration
 from tidings.config.describe import describe, render
 from tidings.config.load import ConfigFileError
 from tidings.config.validate import problems, require_hook_endpoints
+from tidings.config.workersschema import worker_count
 from tidings.tokentool import TokenToolError, check_token, sign_token
+from tidings.worker import apply_spec, parse_spec, tie_to_parent
 
 __all__ = ["main"]
 
@@ -50,6 +52,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("http_server", {})["port"] = args.port
     if getattr(args, "log_level", None):
         overrides["log"] = {"level": args.log_level}
+    if getattr(args, "workers", None) is not None:
+        overrides["workers"] = args.workers
     return overrides
 
 
@@ -68,16 +72,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.port = None
     try:
         config, warnings = _load(args)
+        spec = parse_spec(args.worker_of) if args.worker_of else None
     except ConfigError as exc:
         _error(str(exc))
         return 2
     if port_zero:
         config.http_server.port = 0
+    if spec is not None:  # one of --workers N: the supervisor warned about the config already
+        apply_spec(config, spec)
+        tie_to_parent(spec)
     try:
         _setup_logging(config)
     except OSError as exc:
         _error(f"cannot open log.file {config.log.file!r}: {exc.strerror}")
         return 2
+    if spec is None:
+        _serve_warnings(config, warnings)
+    from tidings.consumers import ConsumerStartError
+    from tidings.server import ListenError, run
+
+    try:
+        if spec is None and worker_count(config) > 1:
+            from tidings.workers import supervise
+
+            return supervise(config, config_path=args.config or "")
+        run(config, config_path=args.config or "", worker=spec)
+    except ListenError as exc:
+        _error(str(exc.strerror))
+        return 1
+    except ConsumerStartError as exc:  # Centrifugo: "error initializing consumers"
+        _error(f"error initializing consumers: {exc}")
+        return 1
+    return 0
+
+
+def _serve_warnings(config: Config, warnings: list[str]) -> None:
     for warning in warnings:
         log.warning("%s", warning)
     key = config.client.token.hmac_secret_key
@@ -86,14 +115,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "in production")
     if not config.http_api.key and not config.http_api.insecure:
         log.warning("http_api.key is empty: the server API rejects every request (401)")
-    from tidings.server import ListenError, run
-
-    try:
-        run(config, config_path=args.config or "")
-    except ListenError as exc:
-        _error(str(exc.strerror))
-        return 1
-    return 0
 
 
 def cmd_checkconfig(args: argparse.Namespace) -> int:
@@ -292,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (http_server.address)")
     serve.add_argument("--port", type=int, help="listen port (http_server.port); 0 = any free")
     serve.add_argument("--log-level", help="log.level: trace, debug, info, warn, error or none")
+    serve.add_argument("--workers", help='processes sharing the port (workers): a number, or '
+                                         '"auto" for one per core; >1 needs engine.type redis')
+    serve.add_argument("--worker-of", help=argparse.SUPPRESS)  # set by the supervisor only
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("checkconfig", help="list every problem of a config (exit 1 if any)")

@@ -59,7 +59,8 @@ FORMATS = ("text", "json")
 FIELDS = (
     "client", "user", "transport", "client_name", "client_version", "channel", "method",
     "code", "reason", "hook", "proxy", "endpoint", "origin", "path", "shard", "error",
-    "version", "engine", "config", "listeners", "node_id",
+    "version", "engine", "config", "listeners", "node_id", "consumer", "partition",
+    "workers", "pid",
 )
 
 # The start-up line ("tidings listening on http://HOST:PORT") is what scripts and the test

@@ -19,10 +19,12 @@ import socket
 from tidings import __version__, logs
 from tidings.api.handlers import ApiHandler
 from tidings.config import Config, HttpServerConfig
+from tidings.consumers import Consumers
 from tidings.core.node import Node
 from tidings.engine import make_engine
 from tidings.transports.http import HttpProtocol, ServerState
 from tidings.transports.routes import EVERY, INTERNAL, PUBLIC
+from tidings.worker import WorkerSpec, join_workers
 
 __all__ = ["ListenError", "Server", "run"]
 
@@ -34,11 +36,14 @@ class ListenError(OSError):
 
 
 class Server:
-    def __init__(self, config: Config, *, config_path: str = "") -> None:
+    def __init__(self, config: Config, *, config_path: str = "",
+                 worker: WorkerSpec | None = None) -> None:
         self.config = config
         self.config_path = config_path  # for the start-up line only
+        self.worker = worker  # with --workers: this process's place (SO_REUSEPORT listeners)
         self.node = Node(config, make_engine(config))
         self.api = ApiHandler(self.node)
+        self.consumers = Consumers(config.consumers, self.api, self.node.counts)
         self.state = ServerState(self.node, self.api)
         self._servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
@@ -46,11 +51,20 @@ class Server:
         self.port = config.http_server.port
         self.internal_port: int | None = None  # the internal listener's, when there is one
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Start the node and the connection timeouts' sweep, then (``listen``) bind the
+        listeners; without them the connections come through ``tidings.asgi``."""
         raise_open_files_limit()
         await self.node.start()
+        try:  # outbox consumers: fatal when one cannot reach its database (ConsumerStartError)
+            await self.consumers.start()
+        except BaseException:
+            await self.node.shutdown(0)
+            raise
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(self.state.sweep_forever())
+        if not listen:
+            return
         cfg = self.config.http_server
         internal = internal_address(cfg)
         if internal is not None:  # first: its line is out before the main one (the harness)
@@ -79,7 +93,7 @@ class Server:
         try:
             server = await asyncio.get_running_loop().create_server(
                 lambda: HttpProtocol(self.state, listener), host=host or None, port=port,
-                reuse_address=True, backlog=4096,
+                reuse_address=True, reuse_port=self.worker is not None, backlog=4096,
             )
         except OSError as exc:
             code = exc.errno or 0
@@ -103,6 +117,8 @@ class Server:
     async def shutdown(self) -> None:
         timeout = self.config.shutdown.timeout
         log.warning("shutting down (timeout %.0fs)", timeout)
+        # Stop consuming first: nothing new is published while clients are let go.
+        await self.consumers.close()
         # Stop accepting new connections.
         self.state.accepting = False
         for server in self._servers:
@@ -152,9 +168,12 @@ def raise_open_files_limit() -> None:
     log.info("open files limit raised from %d to %d", soft, target)
 
 
-async def _main(config: Config, config_path: str) -> None:
-    server = Server(config, config_path=config_path)
+async def _main(config: Config, config_path: str, worker: WorkerSpec | None) -> None:
+    server = Server(config, config_path=config_path, worker=worker)
+    if worker is not None:  # the supervisor prints the start-up lines, once for all workers
+        logging.getLogger(logs.STARTUP_LOGGER).disabled = True
     await server.start()
+    handoff = join_workers(server, worker) if worker is not None else None
     # Long-lived start-up objects never become garbage: keep the collector off them.
     gc.collect()
     gc.freeze()
@@ -162,12 +181,15 @@ async def _main(config: Config, config_path: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.serve_until_stopped()
+    if handoff is not None:
+        handoff.close()
 
 
-def run(config: Config, *, config_path: str = "") -> None:
+def run(config: Config, *, config_path: str = "", worker: WorkerSpec | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; ``worker``: as one of ``tidings serve --workers N``."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; kept for odd platforms
-        asyncio.run(_main(config, config_path))
+        asyncio.run(_main(config, config_path, worker))
         return
-    uvloop.run(_main(config, config_path))
+    uvloop.run(_main(config, config_path, worker))

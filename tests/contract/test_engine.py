@@ -163,6 +163,25 @@ async def test_presence_and_stats(engine_env: EngineEnv) -> None:
     assert (empty.num_clients, empty.num_users) == (0, 0)
 
 
+async def test_connection_and_channel_info_come_back(engine_env: EngineEnv) -> None:
+    """Presence, joins and a publication's publisher keep their info (raw JSON objects)."""
+    engine = engine_env.engine
+    info = ClientInfo(user="u", client="c", conn_info=msgspec.Raw(b'{"name":"Ann"}'),
+                      chan_info=msgspec.Raw(b'[1,2]'))
+    await engine.add_presence("ci", "c", info)
+    back = (await engine.presence("ci"))["c"]
+    assert msgspec.json.encode(back) == msgspec.json.encode(info)
+    await engine.subscribe("ci")
+    await engine.publish_join("ci", info)
+    await engine.publish("ci", Publication(data=msgspec.Raw(b"{}"), info=info))
+    await engine_env.settle()
+    assert [msgspec.json.encode(i) for _, i in engine_env.events.joins] == [
+        msgspec.json.encode(info)]
+    [(_, published, _)] = engine_env.events.publications
+    assert published.info is not None
+    assert msgspec.json.encode(published.info) == msgspec.json.encode(info)
+
+
 async def test_join_leave_and_control_reach_the_handler(engine_env: EngineEnv) -> None:
     engine = engine_env.engine
     info = ClientInfo(user="u", client="c")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import pwd
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LIVE", "spawn", "stop_process"]
 
@@ -25,12 +27,17 @@ def _kill_leftovers() -> None:
         LIVE.discard(proc)
 
 
-def spawn(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], cwd: Path, log: Path,
+          user: str | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` in ``cwd``, its output appended to ``log``; known to ``LIVE`` until
-    stopped."""
+    stopped. ``user``: run as that user (and its group, no other groups), for servers that
+    refuse to run as root (PostgreSQL)."""
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        as_user = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, **as_user)
     LIVE.add(proc)
     return proc
 

@@ -182,7 +182,7 @@ class ApiHandler:
         handler = self._methods.get(method)
         if handler is None:
             err: ReplyError = ErrorCode.METHOD_NOT_FOUND
-            self.node.counts.api_errors["unknown", str(err.code)] += 1
+            self.node.counts.api_errors["http", "unknown", str(err.code)] += 1
             return self._error_response(err, transport_errors)
         try:
             result = await self._call_handler(method, handler, body or b"{}")
@@ -190,8 +190,9 @@ class ApiHandler:
             return self._error_response(exc, transport_errors)
         return 200, _json.encode({"result": result})
 
-    async def _call_handler(self, method: str, handler: Handler, body: bytes) -> Any:
-        """Run one API method, timed and its errors counted (/metrics)."""
+    async def _call_handler(self, method: str, handler: Handler, body: bytes,
+                            protocol: str = "http") -> Any:
+        """Run one API method, timed and its errors counted (/metrics, by ``protocol``)."""
         counts = self.node.counts
         started = time.perf_counter()
         if log.isEnabledFor(logging.DEBUG):
@@ -201,15 +202,15 @@ class ApiHandler:
         except EngineError as exc:
             log.warning("API call failed, engine unavailable: %s", exc,
                         extra={"method": method, "code": 100, "error": str(exc)})
-            counts.api_errors[method, "100"] += 1
+            counts.api_errors[protocol, method, "100"] += 1
             raise ReplyError(100, "internal server error (engine unavailable)") from None
         except ReplyError as exc:
             log.info("API call failed", extra={"method": method, "code": exc.code,
                                                "error": exc.message})
-            counts.api_errors[method, str(exc.code)] += 1
+            counts.api_errors[protocol, method, str(exc.code)] += 1
             raise
         finally:
-            counts.api_call(method, time.perf_counter() - started)
+            counts.api_call(method, time.perf_counter() - started, protocol)
 
     @staticmethod
     def _error_response(err: ReplyError, transport_errors: bool) -> tuple[int, bytes]:
@@ -222,12 +223,21 @@ class ApiHandler:
         """In-process API call; returns ``{"result": ...}`` or ``{"error": ...}``."""
         return await self._run(method, _json.encode(params))
 
-    async def _run(self, method: str, params: bytes) -> dict[str, Any]:
+    async def call_json(self, method: str, params: bytes, *,
+                        protocol: str = "http") -> dict[str, Any]:
+        """In-process API call with the request as JSON bytes, passed on as they are (a
+        publication's ``data`` keeps its exact bytes); ``protocol`` labels the metrics
+        (``consuming`` for the async consumers). Returns ``{"result": ...}`` or
+        ``{"error": ...}``."""
+        return await self._run(method, params, protocol)
+
+    async def _run(self, method: str, params: bytes, protocol: str = "http") -> dict[str, Any]:
         handler = self._methods.get(method)
         if handler is None:
             return {"error": {"code": 104, "message": "method not found"}}
         try:
-            return {"result": await self._call_handler(method, handler, params or b"{}")}
+            return {"result": await self._call_handler(method, handler, params or b"{}",
+                                                       protocol)}
         except ReplyError as exc:
             return {"error": {"code": exc.code, "message": exc.message}}
 

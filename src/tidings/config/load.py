@@ -60,6 +60,8 @@ _DURATION_KEYS = frozenset(
         "read_timeout",
         "idle_timeout",
         "write_timeout",
+        "partition_poll_interval",
+        "visibility_timeout",
     }
 )
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -216,8 +218,9 @@ def _env_into(
             sub = _struct_type(tp)
             if sub is not None:
                 return None
-            if _list_item_struct(tp) is not None:
-                return {name: _env_namespaces(value, prefix + upper, env)}
+            item = _list_item_struct(tp)
+            if item is not None:
+                return {name: _env_namespaces(value, prefix + upper, env, item)}
             return {name: _env_value(value, tp)}
         if rest.startswith(upper + "_"):
             sub = _struct_type(tp)
@@ -228,7 +231,10 @@ def _env_into(
     return None
 
 
-def _env_namespaces(value: str, prefix: str, env: Mapping[str, str]) -> list[Any]:
+def _env_namespaces(value: str, prefix: str, env: Mapping[str, str],
+                    item: type[msgspec.Struct] = Namespace) -> list[Any]:
+    """A list of named objects (namespaces, consumers): a JSON array, or space-separated names,
+    each object's keys then in ``<prefix>_<NAME>_<KEY>``."""
     stripped = value.strip()
     if stripped.startswith("["):
         try:
@@ -244,9 +250,9 @@ def _env_namespaces(value: str, prefix: str, env: Mapping[str, str]) -> list[Any
         ns_prefix = f"{prefix}_{name.upper()}_"
         for key, val in env.items():
             if key.startswith(ns_prefix):
-                inner = _env_into(Namespace, key[len(ns_prefix) :], val, ns_prefix, env)
+                inner = _env_into(item, key[len(ns_prefix) :], val, ns_prefix, env)
                 if inner is not None:
-                    ns.update(inner)
+                    ns = _merge(ns, inner)  # nested objects (a consumer's postgresql) merge
         items.append(ns)
     return items
 
@@ -277,8 +283,8 @@ def config_from_env(
         if not key.startswith(prefix):
             continue
         rest = key[len(prefix) :]
-        if rest.startswith("CHANNEL_NAMESPACES_"):
-            continue  # read through TIDINGS_CHANNEL_NAMESPACES
+        if rest.startswith(("CHANNEL_NAMESPACES_", "CONSUMERS_")):
+            continue  # read through TIDINGS_CHANNEL_NAMESPACES, TIDINGS_CONSUMERS
         piece = _env_into(Config, rest, env[key], prefix, env)
         if piece is not None:
             result = _merge(result, piece)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from tidings.config.adminschema import AdminConfig
+from tidings.config.consumerschema import ConsumerConfig
 from tidings.config.proxyschema import (
     ChannelProxyConfig,
     ClientProxyConfig,
@@ -364,3 +366,6 @@ class Config(_Base):
     proxies: list[NamedProxy] = msgspec.field(default_factory=list)
     rpc: RpcConfig = msgspec.field(default_factory=RpcConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    consumers: list[ConsumerConfig] = msgspec.field(default_factory=list)
+    workers: int | str = 1  # processes sharing the port; "auto": one per core; >1: engine redis

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from tidings.config.adminschema import admin_lint, admin_problem
+from tidings.config.consumercheck import validate_consumers
 from tidings.config.proxyschema import ProxyConfig
 from tidings.config.schema import (
     ChannelOptions,
@@ -13,6 +15,7 @@ from tidings.config.schema import (
     RateRule,
     RedisConfig,
 )
+from tidings.config.workersschema import check_workers
 from tidings.engine import ENGINES
 from tidings.logs import FORMATS, LEVELS
 
@@ -318,13 +321,20 @@ def require_hook_endpoints(config: Config) -> None:
             raise ConfigError(f"'{where}.endpoint' is required: a hook is enabled for it")
 
 
+def _validate_admin(config: Config) -> None:
+    problem = admin_problem(config.admin)  # config/adminschema.py
+    if problem:
+        raise ConfigError(problem)
+
+
 _CHECKS = (_validate_channels, _validate_limits, _validate_engine, _validate_http,
-           _validate_rate_limits, _validate_proxies, _validate_log)
+           _validate_rate_limits, _validate_proxies, _validate_log, validate_consumers,
+           _validate_admin, check_workers)
 
 
 def lint(config: Config) -> list[str]:
     """Warnings for valid settings that probably do not do what was meant."""
-    warnings: list[str] = []
+    warnings: list[str] = admin_lint(config.admin)
     for pattern in config.client.allowed_origins:
         rest = pattern.split("//*", 1)[1] if "//*" in pattern else ""
         if rest and rest[0] not in ".:/":

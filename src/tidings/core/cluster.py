@@ -83,6 +83,9 @@ class Cluster:
         self.direct_handlers: dict[str, DirectHandler] = {}
         self.survey_handlers: dict[str, SurveyHandler] = {}
         self._surveys: dict[str, _Survey] = {}
+        self._introducing = False  # a heartbeat out of turn is on its way
+        # The engine as the last heartbeat found it: "" (it took the heartbeat) or the error.
+        self.engine_error = ""
 
     async def control(self, op: str, params: dict[str, Any]) -> None:
         """A server-side action (disconnect, unsubscribe, ...): applied here, and published
@@ -107,7 +110,13 @@ class Cluster:
             return
         if msg.op == "node":
             if msg.from_ != self.node.id:
+                new = not self.is_live(msg.from_)
                 self.nodes[msg.from_] = (time.monotonic() + NODE_INFO_TTL, msg.params)
+                if new and not self._introducing:
+                    # A node just started (its first heartbeat comes once it listens to the
+                    # control channel): it learns of this one now, not a heartbeat later.
+                    self._introducing = True
+                    self.node.spawn(self._introduce())
         elif msg.op == "bye":
             self.nodes.pop(msg.from_, None)
         elif msg.from_ == self.node.id:
@@ -196,9 +205,21 @@ class Cluster:
                 await self._publish_control(
                     _control.encode({"op": "node", "from": self.node.id, "params": info})
                 )
+                self.engine_error = ""
             except EngineError as exc:
                 log.debug("node info not published: %s", exc)
+                self.engine_error = str(exc) or type(exc).__name__
             await asyncio.sleep(NODE_INFO_INTERVAL)
+
+    async def _introduce(self) -> None:
+        try:
+            await self._publish_control(
+                _control.encode({"op": "node", "from": self.node.id, "params": self.node.info()})
+            )
+        except EngineError as exc:
+            log.debug("node info not published: %s", exc)
+        finally:
+            self._introducing = False
 
     async def leave(self) -> None:
         """Tell the other nodes this one is gone (shutdown), so ``info`` drops it at once."""

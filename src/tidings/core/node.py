@@ -28,7 +28,7 @@ from typing import Any
 
 from tidings import __version__
 from tidings.config import Config
-from tidings.core import presence, proxied
+from tidings.core import conninfo, presence, proxied
 from tidings.core.actions import Actions
 from tidings.core.channels import Channels
 from tidings.core.client import Client, ProtobufClient
@@ -82,6 +82,8 @@ class Node:
         self.cluster = Cluster(self)
         self.actions = Actions(self)
         self.cluster.survey_handlers["channels"] = self._local_channels
+        self.cluster.survey_handlers["connections"] = conninfo.survey_handler(
+            self.registry, self.id, self.name)
         # Per transport kind: [messages sent, bytes sent, frames received, bytes received]
         # (counted where writes and reads already happen; read by info and metrics).
         self.transport_stats: list[list[int]] = [[0, 0, 0, 0] for _ in KINDS]
@@ -270,6 +272,9 @@ class Node:
             "num_channels": len(hub.channels),
             "num_subs": sum(hub.num_subscribed(s) for s in hub.channels.values()),
             "uptime": int(time.time() - self.started_at),
+            "time": round(time.time(), 3),  # when this info was made (rates over two)
+            "engine": {"type": self.config.engine.type, "healthy": not self.cluster.engine_error,
+                       "error": self.cluster.engine_error},
             "transports": self.transports_info(),
             "num_emulation_sessions": len(self.registry.emulation_sessions),
             "process": self.process_info(),

@@ -4,6 +4,7 @@ ID and by user, and the emulation sessions (HTTP-streaming/SSE clients reached t
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from tidings.core.peer import Peer
@@ -17,12 +18,15 @@ class Registry:
         self.clients: dict[str, Peer] = {}  # authenticated clients by client ID
         self.users: dict[str, dict[Peer, None]] = {}
         self.emulation_sessions: dict[str, Peer] = {}  # session -> HTTP-stream/SSE client
+        # When each authenticated client connected (unix seconds; the admin's inspector).
+        self.connected_at: dict[str, float] = {}
 
     def opened_client(self, client: Peer) -> None:
         self.opened[client] = None
 
     def connected(self, client: Peer) -> None:
         self.clients[client.client_id] = client
+        self.connected_at[client.client_id] = time.time()
         self.users.setdefault(client.user, {})[client] = None
 
     def closed(self, client: Peer) -> None:
@@ -31,6 +35,7 @@ class Registry:
         if client.emulation_session:
             self.emulation_sessions.pop(client.emulation_session, None)
         if self.clients.pop(client.client_id, None) is not None:
+            self.connected_at.pop(client.client_id, None)
             users = self.users.get(client.user)
             if users is not None:
                 users.pop(client, None)

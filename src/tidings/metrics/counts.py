@@ -33,8 +33,11 @@ class Counts:
         self.gone: Counter[str] = Counter()  # ... of which closed since
         self.ping_pong: defaultdict[str, Histogram] = defaultdict(
             lambda: Histogram(COMMAND_BUCKETS))
-        self.api: defaultdict[str, Timing] = defaultdict(Timing)  # by method
-        self.api_errors: Counter[tuple[str, str]] = Counter()  # (method, error)
+        self.api: defaultdict[tuple[str, str], Timing] = defaultdict(Timing)  # (protocol, method)
+        self.api_errors: Counter[tuple[str, str, str]] = Counter()  # (protocol, method, error)
+        # The async consumers (consumers/), by consumer name.
+        self.consumed: Counter[str] = Counter()
+        self.consumer_errors: Counter[str] = Counter()
         self.surveys: defaultdict[str, Timing] = defaultdict(lambda: Timing(SURVEY_BUCKETS))
         self.broadcast = Histogram(BROADCAST_BUCKETS)
         self.recovered = Histogram(RECOVERED_BUCKETS)  # publications per recovery
@@ -54,8 +57,8 @@ class Counts:
     def command(self, transport: str, method: str, seconds: float) -> None:
         self.commands[transport, method].observe_at(seconds, time.monotonic())
 
-    def api_call(self, method: str, seconds: float) -> None:
-        self.api[method].observe_at(seconds, time.monotonic())
+    def api_call(self, method: str, seconds: float, protocol: str = "http") -> None:
+        self.api[protocol, method].observe_at(seconds, time.monotonic())
 
     def survey(self, op: str, seconds: float) -> None:
         self.surveys[op].observe_at(seconds, time.monotonic())

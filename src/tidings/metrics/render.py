@@ -225,13 +225,12 @@ def _transport(out: Out, node: Node) -> None:
 
 def _api_and_broker(out: Out, node: Node) -> None:
     counts = node.counts
-    http = ("protocol", "http")
     out.timing("centrifugo_api_command_duration_seconds", "Duration of API per command.",
-               [((http, ("method", m)), t) for m, t in sorted(counts.api.items())])
+               [((("protocol", p), ("method", m)), t) for (p, m), t in sorted(counts.api.items())])
     out.values("centrifugo_api_command_errors_total", "counter",
                "Number of errors in API per command.",
-               [(((http, ("method", m), ("error", e))), n)
-               for (m, e), n in sorted(counts.api_errors.items())])
+               [(((("protocol", p), ("method", m), ("error", e))), n)
+               for (p, m, e), n in sorted(counts.api_errors.items())])
     broker = ("broker_name", "")
     out.values("centrifugo_broker_redis_pub_sub_errors", "counter",
                "Number of times there was an error in Redis PUB/SUB connection.",
@@ -259,6 +258,19 @@ def _proxies(out: Out, node: Node) -> None:
                ((labels(h, n, p), c.stats.inflight) for h, n, p, c in rows))
 
 
+def _consumers(out: Out, node: Node) -> None:
+    """The async consumers' counters, at 0 for every enabled consumer from the start."""
+    counts = node.counts
+    names = sorted({c.name for c in node.config.consumers if c.enabled} | set(counts.consumed)
+                   | set(counts.consumer_errors))
+    out.values("centrifugo_consumers_messages_processed_total", "counter",
+               "Number of messages processed by consumer.",
+               [((("consumer_name", name),), counts.consumed[name]) for name in names])
+    out.values("centrifugo_consumers_errors_total", "counter",
+               "Number of errors by consumer.",
+               [((("consumer_name", name),), counts.consumer_errors[name]) for name in names])
+
+
 def _tidings(out: Out, node: Node) -> None:
     """Tidings' own: the write coalescing that decides throughput (docs/design.md)."""
     writer = node.writer
@@ -283,6 +295,7 @@ def _families(node: Node) -> Iterator[str]:
     _transport(out, node)
     _api_and_broker(out, node)
     _proxies(out, node)
+    _consumers(out, node)
     yield from out.lines
 
 

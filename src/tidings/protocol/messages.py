@@ -12,6 +12,8 @@ Requests ignore unknown fields, so newer optional SDK fields (``flag`` bits we d
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 from msgspec import Raw
 
@@ -52,6 +54,14 @@ __all__ = [
 
 EMPTY_RAW = Raw(b"")
 
+if TYPE_CHECKING:
+    OptionalRaw = Raw | None
+else:
+    # msgspec decodes ``Raw | None`` only from ``null`` (msgspec#659): a ClientInfo read back
+    # from Redis with connection info failed. Declared ``Raw`` with a None default, it decodes
+    # a value as Raw and an absent field as None (omitted again when encoded).
+    OptionalRaw = Raw
+
 
 class _Msg(msgspec.Struct, omit_defaults=True, kw_only=True):
     pass
@@ -68,8 +78,8 @@ class StreamPosition(_Msg):
 class ClientInfo(_Msg):
     user: str  # always present, even when empty
     client: str
-    conn_info: Raw | None = None
-    chan_info: Raw | None = None
+    conn_info: OptionalRaw = None
+    chan_info: OptionalRaw = None
 
 
 class Publication(_Msg):

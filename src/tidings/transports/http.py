@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from tidings.transports import routes, sockjs
+from tidings.admin.endpoints import AdminState
+from tidings.transports import eager, routes, sockjs
 from tidings.transports.httpbase import Answer, Request, response_head
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class ServerState:
         self.accepting = True
         self.sockjs = sockjs.SockJSSessions(node)
         self.readiness = routes.Readiness(node.engine, node.spawn)
+        self.admin = AdminState(node, api)  # admin.enabled: login throttle, live tails
         node.info_sources.append(lambda: {"num_sockjs_sessions": len(self.sockjs.by_id)})
 
     async def sweep_forever(self) -> None:
@@ -79,8 +81,8 @@ _NO_BODY: list[bytes] = []
 class HttpProtocol(asyncio.Protocol):
     # Slots: one of these lives as long as each WebSocket and stream connection (S3 memory).
     __slots__ = ("_body", "_body_limit", "_body_size", "_head_bytes", "_header_bytes",
-                 "_headers", "_in_request", "_phase", "_queue", "_req", "_task", "_url",
-                 "_writable",
+                 "_headers", "_held", "_in_request", "_phase", "_queue", "_req", "_task",
+                 "_url", "_writable",
                  "limits", "listener", "node", "parser", "sockjs_stream", "state", "status",
                  "stream", "transport", "ws")
 
@@ -108,6 +110,7 @@ class HttpProtocol(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._queue: collections.deque[Request] | None = None  # made by the first request
+        self._held: list[bytes] | None = None  # answers written together (eager serving)
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -163,6 +166,9 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             log.info("malformed HTTP request: %s", exc)
             self._refuse(400, b"Bad Request\n")
+        else:
+            if self._queue and self._task is None:
+                self._serve_soon()  # every request this read completed, in order
 
     def pause_writing(self) -> None:
         if self.ws is not None:
@@ -276,9 +282,9 @@ class HttpProtocol(asyncio.Protocol):
         req.body = b"".join(self._body)
         self._body = []
         # Pipelined requests: httptools may parse several from one read before any is served;
-        # each is queued and served in order.
+        # each is queued, and served in order once the read is parsed (data_received), or
+        # after the one being served.
         self._queued().append(req)
-        self._serve_soon()
 
     def _queued(self) -> collections.deque[Request]:
         if self._queue is None:
@@ -289,9 +295,30 @@ class HttpProtocol(asyncio.Protocol):
 
     def _serve_soon(self) -> None:
         self._disarm()
-        if self._task is None and self.transport is not None:
+        if self._task is not None or self.transport is None:
+            return
+        queue = self._queued()
+        if all(req.eager for req in queue):
+            # Served now, without a task unless one has to wait (transports/eager.py); the
+            # answers to a pipelined run go out in one write.
+            self._held = []
+            self._task = eager.start(self._serve(), self.node.loop, self._suspended)
+            return
+        self.transport.pause_reading()
+        self._task = self.node.loop.create_task(self._serve())
+
+    def _suspended(self) -> None:
+        """An eagerly served request waits: what is held goes out, reading pauses."""
+        self._write_held()
+        if self.transport is not None:
             self.transport.pause_reading()
-            self._task = self.node.loop.create_task(self._serve())
+
+    def _write_held(self) -> None:
+        held = self._held
+        if held and self.transport is not None:
+            self.transport.write(b"".join(held) if len(held) > 1 else held[0])
+        if held:
+            held.clear()
 
     def _refuse(self, status: int, body: bytes) -> None:
         """Stop parsing; answer ``status`` after the requests already queued, then close."""
@@ -316,6 +343,8 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self._task = None
             queue.clear()
+            self._write_held()
+            self._held = None
             self._after_serving()
 
     def _after_serving(self) -> None:
@@ -363,9 +392,21 @@ class HttpProtocol(asyncio.Protocol):
         keep = keep_alive and self.state.accepting
         if not keep:
             headers.append(("Connection", "close"))
-        transport.write(response_head(status, headers) + body)
+        data = response_head(status, headers) + body
+        if self._held is not None and keep:
+            self._held.append(data)
+            return
+        self._write_held()
+        transport.write(data)
         if not keep and close:
             transport.close()
+
+    def queued_requests(self) -> list[Request] | None:
+        """The requests pipelined behind the one being served; None while one is half read
+        (its bytes are in the parser: the connection cannot be handed to another worker)."""
+        if self._in_request:
+            return None
+        return list(self._queue or ())
 
     def take_over(self) -> None:
         """A long-lived response (stream, upgrade) owns the connection from now on."""

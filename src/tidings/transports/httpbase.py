@@ -37,6 +37,7 @@ log = logging.getLogger("tidings.http")
 
 REASONS = {
     100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content",
+    301: "Moved Permanently",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
     413: "Payload Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
@@ -63,6 +64,7 @@ class Request:
     keep_alive: bool = True
     # Set when the request was refused while it was read (a limit, the API key): the answer.
     refused: tuple[int, bytes] | None = None
+    eager: bool = False  # served without a task when it need not wait (routes.admit decides)
     _split: tuple[str, str] | None = field(default=None, repr=False)
 
     def _parts(self) -> tuple[str, str]:

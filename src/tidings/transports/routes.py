@@ -14,6 +14,10 @@ Two listeners, as in Centrifugo: with ``http_server.internal_port``/``internal_a
 the routes marked ``internal`` (metrics, health, readiness, and the API unless
 ``http_api.external``) are served by the internal listener only, every other route by the
 public one only; elsewhere they answer 404. Without it, one listener serves every route.
+
+The admin web interface's routes (``ADMIN``, admin/endpoints.py) exist only with
+``admin.enabled``, under ``admin.handler_prefix``, looked up after every other route; any
+other path under the prefix is a file of its UI.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from tidings.admin import endpoints as admin
 from tidings.api.handlers import METHODS
 from tidings.config import Config
 from tidings.engine.base import Engine, EngineError
+from tidings.engine.memory import MemoryEngine
 from tidings.errors import ProtocolError
 from tidings.metrics import render as render_metrics
 from tidings.protocol import pbcodec
@@ -69,6 +75,9 @@ class Route:
     body_limit: Callable[[Config], int] = lambda config: 0
     check: Callable[[HttpProtocol, Request], None] | None = None  # raises Answer to refuse
     internal: Callable[[Config], bool] = lambda config: False  # on the internal listener
+    # Whether a request may be served without a task (transports/eager.py): never waits, or
+    # enters no timeout before it does.
+    eager: Callable[[HttpProtocol, str], bool] | None = None
 
 
 def _internal(config: Config) -> bool:
@@ -87,6 +96,8 @@ def find(conn: HttpProtocol, path: str) -> Route | None:
         if (route is None and config.prometheus.enabled
                 and path == config.prometheus.handler_prefix.rstrip("/")):
             route = _METRICS
+        if route is None and config.admin.enabled:
+            route = _admin_route(config, path)
     if route is None or (conn.listener != EVERY and not conn.listener & (
             INTERNAL if route.internal(config) else PUBLIC)):
         return None
@@ -102,6 +113,7 @@ def admit(conn: HttpProtocol, req: Request, path: str) -> int:
         return 0
     if route.check is not None:
         route.check(conn, req)
+    req.eager = route.eager is not None and route.eager(conn, path)
     return route.body_limit(conn.node.config)
 
 
@@ -236,8 +248,19 @@ def api_check(conn: HttpProtocol, req: Request) -> None:
         raise Answer(404, b"Not Found\n")
     if req.method != "POST":
         raise Answer(405, b"Method Not Allowed\n")
-    if not cfg.insecure and not conn.state.api.authorized(req.headers, req.query()):
+    # The query is parsed only when no header names a key (a given X-API-Key decides).
+    query = _NO_QUERY if "x-api-key" in req.headers else req.query()
+    if not cfg.insecure and not conn.state.api.authorized(req.headers, query):
         raise Answer(401)
+
+
+_NO_QUERY: dict[str, list[str]] = {}
+_EAGER_API = frozenset({"/api/publish", "/api/broadcast"})
+
+
+def api_eager(conn: HttpProtocol, path: str) -> bool:
+    """A publish or broadcast on the memory engine never waits: served without a task."""
+    return path in _EAGER_API and isinstance(conn.node.engine, MemoryEngine)
 
 
 async def api(conn: HttpProtocol, req: Request) -> None:
@@ -354,7 +377,7 @@ def _api_internal(config: Config) -> bool:
     return not config.http_api.external
 
 
-_API = Route(api, _api_body, api_check, internal=_api_internal)
+_API = Route(api, _api_body, api_check, internal=_api_internal, eager=api_eager)
 _METRICS = Route(metrics, internal=_internal)  # at prometheus.handler_prefix (``find``)
 
 EXACT: dict[str, Route] = {
@@ -371,3 +394,25 @@ PREFIXES: tuple[tuple[str, Route], ...] = (
     ("/api/", _API),
     ("/connection/sockjs/", Route(sockjs.endpoint, _stream_body("sockjs"))),
 )
+
+
+def _admin_internal(config: Config) -> bool:
+    return not config.admin.external
+
+
+# The admin web interface (admin.enabled), under admin.handler_prefix; every other path under
+# it is a file of the UI (admin/endpoints.py). Found after the routes above: they win.
+ADMIN: dict[str, Route] = {
+    "/admin/init": Route(admin.init, internal=_admin_internal),
+    "/admin/auth": Route(admin.auth, admin.auth_body, admin.auth_check,
+                         internal=_admin_internal),
+    "/admin/api": Route(admin.api, _api_body, admin.token_check("POST"),
+                        internal=_admin_internal),
+    "/admin/tail": Route(admin.tail, check=admin.token_check("GET"), internal=_admin_internal),
+}
+_ADMIN_FILES = Route(admin.static, check=admin.static_check, internal=_admin_internal)
+
+
+def _admin_route(config: Config, path: str) -> Route | None:
+    rest = admin.subpath(config.admin, path)
+    return None if rest is None else ADMIN.get(rest, _ADMIN_FILES)

@@ -30,6 +30,7 @@ from tidings.transports.stream import chunk
 if TYPE_CHECKING:
     from tidings.core.client import Client
     from tidings.core.node import Node
+    from tidings.transports.handoff import Handoff
     from tidings.transports.http import HttpProtocol
 
 __all__ = ["SockJSSession", "SockJSSessions", "endpoint"]
@@ -220,6 +221,8 @@ class SockJSSessions:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.by_id: dict[str, SockJSSession] = {}
+        # With workers: requests of sessions another worker owns go there (transports/handoff).
+        self.handoff: Handoff | None = None
 
     def get_or_open(self, sid: str, headers: Mapping[str, str] | None = None
                     ) -> tuple[SockJSSession, bool]:
@@ -266,6 +269,15 @@ async def endpoint(conn: HttpProtocol, req: Request) -> None:
         raise Answer(404, b"Not Found\n")
     _, sid, kind = parts
     cors = preflight(conn, req, ("POST",))
+    sessions = conn.state.sockjs
+    if sessions.handoff is not None and sessions.handoff.hand_over(conn, req, sid):
+        return  # the worker that owns the session serves this connection now
+    await _session_request(conn, req, sid, kind, cors)
+
+
+async def _session_request(conn: HttpProtocol, req: Request, sid: str, kind: str,
+                           cors: list[tuple[str, str]]) -> None:
+    """``xhr``, ``xhr_send`` or ``xhr_streaming`` for session ``sid`` of this node."""
     sessions = conn.state.sockjs
     if kind == "xhr_send":
         session = sessions.by_id.get(sid)

@@ -15,7 +15,7 @@
 // bidirectional emulation transports, `http_stream` (fetch + ReadableStream) and `sse`
 // (EventSource from the npm `eventsource` package: Node has no global one); both send their
 // commands with POST to the emulation endpoint. The http_stream, SSE and emulation URLs default
-// to /connection/http_stream, /connection/sse and /emulation on the origin of --api-url.
+// to /connection/http_stream, /connection/sse and /emulation below --api-url minus /api.
 // With --trace, the client's debug log and every HTTP request of the emulation transports (method,
 // URL, body, status; and each line of the streamed responses) go to stderr.
 //
@@ -53,7 +53,8 @@ const env = process.env;
 const TRANSPORTS = ['websocket', 'http_stream', 'sse', 'sockjs'];
 const transport = argv.transport ?? env.TIDINGS_E2E_TRANSPORT ?? 'websocket';
 const apiUrl = (argv['api-url'] ?? env.TIDINGS_E2E_API_URL ?? '').replace(/\/+$/, '');
-const origin = URL.canParse(apiUrl) ? new URL(apiUrl).origin : '';
+// The server's routes: below --api-url minus /api (its origin, or a prefix where it is mounted).
+const base = URL.canParse(apiUrl) ? apiUrl.replace(/\/api$/, '') : '';
 const opts = {
   transport,
   apiUrl,
@@ -69,13 +70,13 @@ if (transport === 'websocket') {
   opts.wsUrl = argv['ws-url'] ?? env.TIDINGS_E2E_WS_URL;
 } else if (transport === 'sockjs') {
   // SockJS forced to long polling (xhr-polling): the fallback when nothing streams.
-  opts.endpointUrl = `${origin}/connection/sockjs`;
+  opts.endpointUrl = `${base}/connection/sockjs`;
 } else {
   opts.endpointUrl =
     transport === 'sse'
-      ? (argv['sse-url'] ?? env.TIDINGS_E2E_SSE_URL ?? `${origin}/connection/sse`)
-      : (argv['http-stream-url'] ?? env.TIDINGS_E2E_HTTP_STREAM_URL ?? `${origin}/connection/http_stream`);
-  opts.emulationUrl = argv['emulation-url'] ?? env.TIDINGS_E2E_EMULATION_URL ?? `${origin}/emulation`;
+      ? (argv['sse-url'] ?? env.TIDINGS_E2E_SSE_URL ?? `${base}/connection/sse`)
+      : (argv['http-stream-url'] ?? env.TIDINGS_E2E_HTTP_STREAM_URL ?? `${base}/connection/http_stream`);
+  opts.emulationUrl = argv['emulation-url'] ?? env.TIDINGS_E2E_EMULATION_URL ?? `${base}/emulation`;
 }
 const trace = argv.trace === true || env.TIDINGS_E2E_TRACE === '1';
 const STEP_TIMEOUT_MS = Math.min(8000, opts.timeoutMs);

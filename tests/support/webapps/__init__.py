@@ -27,7 +27,8 @@ from typing import IO
 from tests.support.redisproc import free_port
 from tests.support.timing import TIMEOUT_FACTOR
 
-__all__ = ["BackendProcess", "start_backend", "start_django", "start_fastapi", "start_flask"]
+__all__ = ["BackendProcess", "start_asgi_mount", "start_backend", "start_django", "start_fastapi",
+           "start_flask"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT = 15.0 * TIMEOUT_FACTOR
@@ -126,3 +127,12 @@ def start_fastapi(log_dir: Path) -> BackendProcess:
     cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
            "--timeout-graceful-shutdown", str(GRACE), "tests.support.webapps.fastapiapp:app"]
     return start_backend("fastapi", cmd, port, log_dir)
+
+
+def start_asgi_mount(log_dir: Path, config: Path) -> BackendProcess:
+    """FastAPI with Tidings mounted at ``/rt`` (``asgimount``) on uvicorn; ``config``: the
+    node's JSON config file."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
+           "--timeout-graceful-shutdown", str(GRACE), "tests.support.webapps.asgimount:app"]
+    return start_backend("asgi-mount", cmd, port, log_dir, {"ASGI_MOUNT_CONFIG": str(config)})
