@@ -1,12 +1,15 @@
 """The pieces of the ASGI byte bridge (``tidings.asgi``) without a server: the request head
 written from a scope, client frames the server's parser reads, the server's frames and HTTP
-responses read back into ASGI messages. End to end through uvicorn:
+responses read back into ASGI messages, and the ASGI lifespan starting and stopping the node.
+End to end through uvicorn:
 tests/integration/test_asgi.py and tests/e2e/test_node_client.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import tidings
 from tidings.asgi import request_head
 from tidings.asgiwire import ResponseReader, WebSocketReader, client_frame, merged
 from tidings.protocol import wsframe
@@ -89,3 +92,30 @@ async def test_http_responses_stream_and_lose_their_framing() -> None:
                        "headers": [(b"content-type", b"text/event-stream")]}
     assert b"".join(m["body"] for m in sent[1:]) == b"hello!"
     assert sent[-1]["more_body"] is False and all(m["more_body"] for m in sent[1:-1])
+
+
+async def test_lifespan_starts_and_stops_the_server() -> None:
+    """As the top-level ASGI app, the lifespan messages start and stop the node."""
+    server = tidings.Server({"channel": {"without_namespace": {"history_size": 5,
+                                                                "history_ttl": "60s"}}},
+                            listen=False)
+    app = server.asgi()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[str] = []
+    answered = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        return await inbox.get()
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+        answered.set()
+
+    running = asyncio.get_running_loop().create_task(app({"type": "lifespan"}, receive, send))
+    await inbox.put({"type": "lifespan.startup"})
+    await asyncio.wait_for(answered.wait(), 10)
+    assert sent == ["lifespan.startup.complete"]
+    assert (await server.publish("news", {"n": 1})).offset == 1
+    await inbox.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(running, 10)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
