@@ -188,6 +188,8 @@ async def test_two_readers_see_each_other_type_and_comment(
     await alice.goto(site.url + ARTICLE_PATH)
     await wait_connected(alice)
     await bob.wait("() => document.getElementById('readers').dataset.users === '2'")
+    # Alice's page asks for presence stats on its own schedule: await its count too.
+    await alice.wait("() => document.getElementById('readers').dataset.users === '2'")
     assert await alice.text("#readers") == "2 reading"
 
     await alice.fill("#comment-text", "Hello Bob, are you")  # typing: the publish hook
