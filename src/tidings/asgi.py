@@ -88,10 +88,12 @@ class TidingsASGI:
                 return
 
 
-def request_head(scope: Scope, ws_key: str = "") -> tuple[bytes, bool]:
+def request_head(scope: Scope, ws_key: str = "", path: bytes | None = None
+                 ) -> tuple[bytes, bool]:
     """The HTTP/1.1 request head the standalone server would read for this scope, and
     whether its body is sent chunked (no Content-Length in the scope)."""
-    path = _route_path(scope)
+    if path is None:
+        path = route_path(scope)
     query = scope.get("query_string", b"")
     target = path + (b"?" + query if query else b"")
     method = "GET" if ws_key else scope.get("method", "GET")
@@ -116,7 +118,7 @@ def request_head(scope: Scope, ws_key: str = "") -> tuple[bytes, bool]:
     return b"\r\n".join(lines) + b"\r\n\r\n", chunked
 
 
-def _route_path(scope: Scope) -> bytes:
+def route_path(scope: Scope) -> bytes:
     """The path below the mount point, as the client sent it (percent-encoded)."""
     root = scope.get("root_path", "")
     path: str = scope["path"]
@@ -144,6 +146,7 @@ class Bridge:
         self.receive = receive
         self.send = send
         self.websocket = scope["type"] == "websocket"
+        self.path = route_path(scope)  # below the mount point, read once
         self._out: collections.deque[bytes] = collections.deque()
         self._queued = 0
         self._wake = asyncio.Event()
@@ -154,7 +157,7 @@ class Bridge:
         self._paused = False
         self._lost = False
         self._reader: WebSocketReader | ResponseReader = (
-            WebSocketReader(send, merge=_route_path(scope) != b"/connection/uni_websocket")
+            WebSocketReader(send, merge=self.path != b"/connection/uni_websocket")
             if self.websocket else ResponseReader(send))
 
     # ---------------------------------------------------------------- the transport's side
@@ -207,7 +210,7 @@ class Bridge:
 
     async def run(self) -> None:
         key = base64.b64encode(os.urandom(16)).decode() if self.websocket else ""
-        head, chunked = request_head(self.scope, key)
+        head, chunked = request_head(self.scope, key, self.path)
         self.protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed transport
         pump = asyncio.create_task(self._pump())
         feeder = asyncio.create_task(self._feed(head, chunked))
