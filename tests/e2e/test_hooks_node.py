@@ -6,18 +6,14 @@ The Node side is ``tests/e2e/node/hooks_rpc.mjs``; it prints one JSON line with 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import shutil
 from typing import Any
 
 import pytest
 
 from tests.support.hookapp import HookBackend, hook_config
-from tests.support.npm import NODE_DIR
+from tests.support.npm import NODE_DIR, run_node_script
 from tests.support.server import ServerFactory, ServerProcess, make_token
-from tests.support.timing import TIMEOUT_FACTOR, T
 
 SCRIPT = NODE_DIR / "hooks_rpc.mjs"
 
@@ -31,29 +27,12 @@ def hooked(tidings_server: ServerFactory, hook_backend: HookBackend) -> ServerPr
 async def _run_node(server: ServerProcess, token: str) -> dict[str, Any]:
     """Run the script; the hook_backend answers the hooks on this loop meanwhile, so the process is
     awaited, not waited for."""
-    node = shutil.which("node")
-    assert node is not None, "node is required for the Node e2e tests"
-    timeout_ms = int(15000 * TIMEOUT_FACTOR)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_E2E_")}
-    proc = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), "--ws-url", server.ws_url, "--token", token,
-        "--timeout-ms", str(timeout_ms),
-        cwd=NODE_DIR, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_ms / 1000 + T)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    lines = [ln for ln in stdout.decode().splitlines() if ln.startswith("{")]
-    diag = (f"exit={proc.returncode}\nstdout:\n{stdout.decode()}\nstderr:\n{stderr.decode()}\n"
-            f"server log (tail):\n{server.log_text()[-4000:]}")
-    assert len(lines) == 1, f"expected exactly one JSON line\n{diag}"
-    out: dict[str, Any] = json.loads(lines[0])
-    assert out["ok"] is True, f"script failed: {out.get('error')}\n{diag}"
-    assert proc.returncode == 0, diag
+    run = await run_node_script(SCRIPT, ["--ws-url", server.ws_url, "--token", token],
+                                lambda: server.log_text()[-4000:], env=env)
+    out = run.out
+    assert out["ok"] is True, f"script failed: {out.get('error')}\n{run.diag}"
+    assert run.returncode == 0, run.diag
     return out
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.support.livesite import Site
-from tests.support.npm import E2E_PACKAGES, NODE_DIR, ensure_node_modules
+from tests.support.npm import E2E_PACKAGES, NODE_DIR, ensure_node_modules, run_node_script
 from tests.support.redisproc import free_port
-from tests.support.timing import TIMEOUT_FACTOR, T
+from tests.support.timing import TIMEOUT_FACTOR
 from tests.support.webapps import REPO_ROOT, BackendProcess, start_backend
 from tidings.testing import LiveServer, test_config
 
@@ -109,24 +108,10 @@ async def login(backend: BackendProcess, user: str, *, path: str) -> Site:
 
 async def run_live_page(backend: BackendProcess, site: Site) -> dict[str, Any]:
     """Run ``live_page.mjs`` as ``site``'s logged-in browser; the one JSON line it printed."""
-    node = shutil.which("node")
-    assert node is not None, "node is required for the Node e2e tests"
     await asyncio.to_thread(ensure_node_modules, *E2E_PACKAGES)
-    timeout_ms = int(15000 * TIMEOUT_FACTOR)
-    proc = await asyncio.create_subprocess_exec(
-        node, str(LIVE_PAGE), "--site-url", backend.url, "--cookie", site.cookie_header(),
-        "--timeout-ms", str(timeout_ms), cwd=NODE_DIR,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_ms / 1000 + T)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    lines = [ln for ln in stdout.decode().splitlines() if ln.startswith("{")]
-    diag = (f"exit={proc.returncode}\nstdout:\n{stdout.decode()}\nstderr:\n{stderr.decode()}\n"
-            f"app log (tail):\n{backend.log_tail()}")
-    assert len(lines) == 1, f"expected exactly one JSON line\n{diag}"
-    out: dict[str, Any] = json.loads(lines[0])
-    assert out["ok"] is True and proc.returncode == 0, f"script failed\n{diag}"
+    run = await run_node_script(
+        LIVE_PAGE, ["--site-url", backend.url, "--cookie", site.cookie_header()],
+        backend.log_tail)
+    out = run.out
+    assert out["ok"] is True and run.returncode == 0, f"script failed\n{run.diag}"
     return out
